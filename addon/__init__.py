@@ -1,0 +1,1 @@
+"""provider-cache: a mitmproxy addon that records and replays LLM provider traffic."""

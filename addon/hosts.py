@@ -1,0 +1,58 @@
+"""Which hosts are model providers: the built-in list and the glob matcher (SPEC §2)."""
+
+from __future__ import annotations
+
+from fnmatch import fnmatchcase
+
+#: Hosts whose traffic is cached unless `cache_hosts` says otherwise.
+BUILTIN_HOSTS: tuple[str, ...] = (
+    "api.openai.com",
+    "*.openai.azure.com",
+    "*.services.ai.azure.com",
+    "*.cognitiveservices.azure.com",
+    "api.anthropic.com",
+    "generativelanguage.googleapis.com",
+    "aiplatform.googleapis.com",
+    "*-aiplatform.googleapis.com",
+    "bedrock-runtime.*.amazonaws.com",
+    "bedrock-runtime-fips.*.amazonaws.com",
+    "api.mistral.ai",
+    "api.groq.com",
+    "openrouter.ai",
+    "api.together.xyz",
+    "api.together.ai",
+    "api.fireworks.ai",
+    "api.deepseek.com",
+    "api.x.ai",
+    "api.cohere.com",
+    "api.cohere.ai",
+    "api.perplexity.ai",
+    "api.voyageai.com",
+    "api.cerebras.ai",
+)
+
+#: A `cache_hosts` entry that stands for the whole built-in list, so users can extend it.
+BUILTIN_ALIAS = "builtin"
+
+
+def expand(patterns: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """Lower-cased patterns with the `builtin` alias replaced by the built-in list."""
+    out: list[str] = []
+    for pattern in patterns:
+        pattern = pattern.strip().lower()
+        if not pattern:
+            raise ValueError("empty host pattern")
+        out.extend(BUILTIN_HOSTS if pattern == BUILTIN_ALIAS else [pattern])
+    return tuple(dict.fromkeys(out))
+
+
+class HostMatcher:
+    """Exact names are a set lookup; only glob patterns are matched one by one."""
+
+    def __init__(self, patterns: tuple[str, ...]):
+        self.exact = frozenset(p for p in patterns if not any(c in p for c in "*?["))
+        self.globs = tuple(p for p in patterns if p not in self.exact)
+
+    def __call__(self, host: str) -> bool:
+        host = host.lower().rstrip(".")
+        return host in self.exact or any(fnmatchcase(host, g) for g in self.globs)

@@ -1,0 +1,197 @@
+"""The mitmproxy hooks: look up, serve, forward, record (SPEC §2).
+
+Each hook opens with guard clauses and hands the work to the pure modules
+(keys, records, stats) and to the store. Per-flow state that cannot be
+serialised (the stream recorder) stays in this addon, keyed by flow id; only
+plain values go into `flow.metadata`, which mitmweb shows and flow files keep.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+
+from mitmproxy import ctx, exceptions, http
+
+from addon import flows, keys, records, settings
+from addon.stats import Stats
+from addon.store import Store, StoreError
+from addon.streaming import StreamRecorder, is_event_stream
+
+logger = logging.getLogger(__name__)
+
+META = "provider_cache"
+
+
+@dataclass
+class Pending:
+    """A forwarded provider request whose answer may be recorded."""
+
+    key: str
+    host: str
+    storable: bool
+    recorder: StreamRecorder | None = None
+
+
+class ProviderCache:
+    def __init__(self) -> None:
+        self.settings: settings.Settings | None = None
+        self.store: Store | None = None
+        self.stats = Stats(mode="record", window_size=settings.DEFAULT_WINDOW)
+        self.started_at = time.time()
+        self.pending: dict[str, Pending] = {}
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def load(self, loader) -> None:
+        settings.declare(loader)
+
+    def configure(self, updated: set[str]) -> None:
+        if not any(name.startswith("cache_") for name in updated):
+            return
+        try:
+            new = settings.parse(ctx.options)
+        except ValueError as e:
+            raise exceptions.OptionsError(str(e)) from None
+        if self.store is None or self.settings is None or new.cache_dir != self.settings.cache_dir:
+            self._open_store(new)
+        if self.settings is None or (new.mode, new.window_size) != (
+            self.settings.mode,
+            self.settings.window_size,
+        ):
+            self.stats = Stats(
+                mode=new.mode, window_size=new.window_size, started_at=self.started_at
+            )
+        self.settings = new
+
+    def _open_store(self, new: settings.Settings) -> None:
+        try:
+            store = Store(new.cache_dir)
+        except StoreError as e:
+            raise exceptions.OptionsError(str(e)) from None
+        if self.store is not None:
+            self.store.close()
+        self.store = store
+
+    def running(self) -> None:
+        # Replay must not need the network: only connect upstream when a request is forwarded.
+        if ctx.options.connection_strategy != "lazy":
+            ctx.options.update(connection_strategy="lazy")
+
+    def done(self) -> None:
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+
+    # -- hooks -----------------------------------------------------------------
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        if flow.response or flow.error or not flow.live or self.settings is None:
+            return
+        cfg = self.settings
+        host = flow.request.host
+        if not cfg.is_provider(host):
+            self.stats.pass_through()
+            return
+        parts = flows.request_parts(flow.request)
+        storable = len(parts.body) <= cfg.max_body_size
+        if not storable:
+            logger.warning("%s request body over cache_max_body_size: not cached", host)
+            parts = dataclasses.replace(parts, body=b"<over cache_max_body_size>")
+        key, normalized = keys.key_for(parts, cfg.rules)
+        entry = self._lookup(key, host) if storable and cfg.mode != "refresh" else None
+        if entry is not None and self._servable(entry):
+            self._serve(flow, entry, host)
+        elif cfg.mode == "replay":
+            self._answer_miss(flow, key, host, normalized)
+        else:
+            self._forward(flow, Pending(key, host, storable), normalized)
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        pending = self.pending.get(flow.id)
+        if pending is None or flow.response is None or flow.is_replay == "response":
+            return
+        flow.response.headers[flows.CACHE_HEADER] = "miss"
+        if is_event_stream(flow.response.headers.get("content-type", "")):
+            pending.recorder = StreamRecorder(self.settings.max_body_size)
+            flow.response.stream = pending.recorder
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        pending = self.pending.pop(flow.id, None)
+        if pending is not None:
+            self._record(flow, pending, connection_closed_early=False)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        pending = self.pending.pop(flow.id, None)
+        if pending is None:
+            return
+        if pending.recorder is not None and flow.response is not None:
+            self._record(flow, pending, connection_closed_early=True)
+        else:
+            self.stats.error(pending.host)
+
+    # -- helpers ---------------------------------------------------------------
+
+    def _lookup(self, key: str, host: str) -> records.Entry | None:
+        data = self.store.get(key.encode())
+        if data is None:
+            return None
+        try:
+            return records.unpack(data)
+        except records.CorruptEntry as e:
+            logger.warning("unreadable cache entry %s (%s): treated as a miss", key, e)
+            self.stats.error(host)
+            return None
+
+    def _servable(self, entry: records.Entry) -> bool:
+        """In read-old-write-new, entries written by this run are not served again."""
+        return self.settings.mode != "read-old-write-new" or entry.recorded_at < self.started_at
+
+    def _serve(self, flow: http.HTTPFlow, entry: records.Entry, host: str) -> None:
+        flow.response = flows.replay_response(entry, flow.request.http_version)
+        flow.is_replay = "response"
+        flow.metadata[META] = {"result": "hit", "key": entry.key, "recorded_at": entry.recorded_at}
+        self.stats.hit(host)
+
+    def _answer_miss(self, flow: http.HTTPFlow, key: str, host: str, normalized: dict) -> None:
+        url = flows.redacted_url(flow.request, self.settings.rules)
+        logger.warning("cache miss in replay mode: %s %s (key %s)", flow.request.method, url, key)
+        flow.response = flows.miss_response(
+            flow.request.method, url, key, flow.request.http_version
+        )
+        flow.metadata[META] = {"result": "miss", "key": key}
+        self.stats.miss(host, flow.request.method, url, key, normalized)
+
+    def _forward(self, flow: http.HTTPFlow, pending: Pending, normalized: dict) -> None:
+        url = flows.redacted_url(flow.request, self.settings.rules)
+        logger.info("cache miss: %s %s (key %s): forwarding", flow.request.method, url, pending.key)
+        flow.metadata[META] = {"result": "miss", "key": pending.key}
+        self.pending[flow.id] = pending
+        self.stats.miss(pending.host, flow.request.method, url, pending.key, normalized)
+
+    def _record(self, flow: http.HTTPFlow, pending: Pending, connection_closed_early: bool) -> None:
+        response = flow.response
+        if response is None or not pending.storable or not 200 <= response.status_code < 300:
+            return
+        recorder = pending.recorder
+        if recorder is not None and not recorder.complete(connection_closed_early):
+            logger.info("stream for key %s ended early: not recorded", pending.key)
+            return
+        if recorder is None and len(response.raw_content or b"") > self.settings.max_body_size:
+            logger.warning("%s response over cache_max_body_size: not recorded", pending.host)
+            return
+        chunks = recorder.chunks if recorder is not None else None
+        entry = flows.make_entry(flow, pending.key, self.settings.rules, chunks)
+        if entry is None:
+            logger.warning("response for key %s has an undecodable body: not recorded", pending.key)
+            self.stats.error(pending.host)
+            return
+        try:
+            self.store.put(pending.key.encode(), records.pack(entry))
+        except StoreError as e:
+            logger.error("could not record key %s: %s", pending.key, e)
+            self.stats.error(pending.host)
+            return
+        self.stats.record(pending.host)

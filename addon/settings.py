@@ -1,0 +1,115 @@
+"""The addon's mitmproxy options (SPEC §2), parsed once into typed settings.
+
+Declaration and validation live here so that a bad value is an OptionsError at
+start-up, naming the valid values, and never a traceback at request time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from mitmproxy.utils import human
+
+from addon import hosts
+from addon.keys import KeyRules
+
+MODES = ("record", "replay", "refresh", "read-old-write-new")
+DEFAULT_MAX_BODY = "32m"
+DEFAULT_WINDOW = 100
+
+
+def declare(loader) -> None:
+    """Register every option on mitmproxy's loader (called from the addon's load())."""
+    loader.add_option(
+        "cache_dir", str, "recordings", "LMDB directory of the recordings; created if missing."
+    )
+    loader.add_option(
+        "cache_mode",
+        str,
+        "record",
+        "record | replay | refresh | read-old-write-new (see the README).",
+        choices=MODES,
+    )
+    loader.add_option(
+        "cache_hosts",
+        Sequence[str],
+        list(hosts.BUILTIN_HOSTS),
+        "Host globs whose traffic is cached; 'builtin' stands for the built-in provider list.",
+    )
+    loader.add_option(
+        "cache_stats_file", str, "", "Stats JSON file; default <cache_dir>/stats.json."
+    )
+    loader.add_option(
+        "cache_ignore_headers", Sequence[str], [], "Request headers (globs) left out of the key."
+    )
+    loader.add_option(
+        "cache_redact_headers", Sequence[str], [], "Request headers (globs) treated as secrets."
+    )
+    loader.add_option(
+        "cache_max_body_size",
+        str,
+        DEFAULT_MAX_BODY,
+        "Request or response bodies above this size (e.g. 32m) pass through uncached.",
+    )
+    loader.add_option(
+        "cache_window_size", int, DEFAULT_WINDOW, "Number of recent lookups in the sliding window."
+    )
+
+
+@dataclass(frozen=True)
+class Settings:
+    cache_dir: Path
+    mode: str
+    hosts: tuple[str, ...]
+    is_provider: hosts.HostMatcher
+    stats_file: Path
+    rules: KeyRules
+    max_body_size: int
+    window_size: int
+
+
+def parse(options) -> Settings:
+    """Validate the options; raises ValueError with a message fit for the user."""
+    if options.cache_mode not in MODES:
+        raise ValueError(
+            f"cache_mode must be one of {', '.join(MODES)}; got {options.cache_mode!r}"
+        )
+    if not options.cache_dir:
+        raise ValueError("cache_dir must not be empty")
+    cache_dir = Path(options.cache_dir).expanduser()
+    try:
+        max_body = human.parse_size(options.cache_max_body_size)
+    except ValueError:
+        raise ValueError(
+            "cache_max_body_size must be a size such as 32m or 1g; "
+            f"got {options.cache_max_body_size!r}"
+        ) from None
+    if not max_body or max_body <= 0:
+        raise ValueError("cache_max_body_size must be a positive size such as 32m")
+    if options.cache_window_size < 1:
+        raise ValueError(f"cache_window_size must be at least 1; got {options.cache_window_size}")
+    host_patterns = hosts.expand(options.cache_hosts)
+    return Settings(
+        cache_dir=cache_dir,
+        mode=options.cache_mode,
+        hosts=host_patterns,
+        is_provider=hosts.HostMatcher(host_patterns),
+        stats_file=Path(options.cache_stats_file).expanduser()
+        if options.cache_stats_file
+        else cache_dir / "stats.json",
+        rules=KeyRules.with_extra(
+            ignored=_names(options.cache_ignore_headers, "cache_ignore_headers"),
+            secret=_names(options.cache_redact_headers, "cache_redact_headers"),
+        ),
+        max_body_size=max_body,
+        window_size=options.cache_window_size,
+    )
+
+
+def _names(values: Sequence[str], option: str) -> tuple[str, ...]:
+    names = tuple(v.strip().lower() for v in values)
+    if any(not n or any(c.isspace() or c == ":" for c in n) for n in names):
+        raise ValueError(f"{option} takes header names (globs allowed); got {list(values)!r}")
+    return names

@@ -1,0 +1,115 @@
+"""The one module that owns LMDB: a small byte-level map from key to packed entry.
+
+One environment per `cache_dir`; several processes may open it at once (LMDB's
+lock file coordinates them). Writes are single transactions, so a crash never
+leaves a partial entry. The map grows when full, and a process whose map another
+process grew adopts the new size.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import lmdb
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAP_SIZE = 1 << 30  # 1 GiB of address space, not of disk: LMDB files are sparse.
+MAX_GROWTHS = 8
+
+T = TypeVar("T")
+
+
+class StoreError(Exception):
+    """The store could not be opened or written; the message names the reason, never a secret."""
+
+
+class Store:
+    def __init__(self, path: Path, *, readonly: bool = False, map_size: int = DEFAULT_MAP_SIZE):
+        self.path = Path(path)
+        self.readonly = readonly
+        try:
+            if not readonly:
+                self.path.mkdir(parents=True, exist_ok=True)
+            self.env = lmdb.open(
+                str(self.path),
+                map_size=map_size,
+                readonly=readonly,
+                lock=True,
+                max_readers=256,
+                max_spare_txns=4,
+                subdir=True,
+                create=not readonly,
+            )
+        except (OSError, lmdb.Error) as e:
+            raise StoreError(f"cannot open cache store {self.path}: {_reason(e)}") from None
+
+    def close(self) -> None:
+        self.env.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def get(self, key: bytes) -> bytes | None:
+        """One read transaction; the hot path of every cache hit."""
+        return self._retry_resized(lambda: self._get(key))
+
+    def _get(self, key: bytes) -> bytes | None:
+        with self.env.begin(buffers=False) as txn:
+            return txn.get(key)
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self.put_many([(key, value)])
+
+    def put_many(self, items: list[tuple[bytes, bytes]]) -> None:
+        """Write all items in one transaction, growing the map as often as needed."""
+        for _ in range(MAX_GROWTHS):
+            try:
+                self._retry_resized(lambda: self._write(items))
+                return
+            except lmdb.MapFullError:
+                self._grow()
+        raise StoreError(f"cache store {self.path} is full after {MAX_GROWTHS} growths")
+
+    def _write(self, items: list[tuple[bytes, bytes]]) -> None:
+        with self.env.begin(write=True) as txn:
+            for key, value in items:
+                txn.put(key, value)
+
+    def delete(self, key: bytes) -> bool:
+        def _delete() -> bool:
+            with self.env.begin(write=True) as txn:
+                return txn.delete(key)
+
+        return self._retry_resized(_delete)
+
+    def items(self) -> Iterator[tuple[bytes, bytes]]:
+        """Every (key, value), in key order, from one consistent snapshot."""
+        with self.env.begin(buffers=False) as txn:
+            yield from txn.cursor()
+
+    def __len__(self) -> int:
+        return self.env.stat()["entries"]
+
+    def _grow(self) -> None:
+        size = self.env.info()["map_size"] * 2
+        logger.info("cache store %s is full; growing its map to %d MiB", self.path, size >> 20)
+        self.env.set_mapsize(size)
+
+    def _retry_resized(self, op: Callable[[], T]) -> T:
+        """Another process grew the map: adopt its size and try once more."""
+        try:
+            return op()
+        except lmdb.MapResizedError:
+            self.env.set_mapsize(0)
+            return op()
+
+
+def _reason(e: Exception) -> str:
+    return str(e).split(":")[-1].strip() or type(e).__name__
