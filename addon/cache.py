@@ -8,10 +8,16 @@ with a mitmdump that is not the project's editable install.
 import sys
 from pathlib import Path
 
+from mitmproxy.addons.asgiapp import ASGIApp
+
 try:
-    from addon.provider_cache import ProviderCache
+    import addon.provider_cache  # noqa: F401
 except ImportError:  # pragma: no cover - only without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from addon.provider_cache import ProviderCache
 
-addons = [ProviderCache()]
+from addon import endpoint
+from addon.provider_cache import ProviderCache
+
+cache = ProviderCache()
+# The endpoint comes first: it answers its own host before the cache would count it.
+addons = [ASGIApp(endpoint.EndpointApp(cache.snapshot), endpoint.HOST, None), cache]

@@ -53,10 +53,19 @@ class ProviderCache:
             return
         try:
             new = settings.parse(ctx.options)
-        except ValueError as e:
+            if (
+                self.store is None
+                or self.settings is None
+                or new.cache_dir != self.settings.cache_dir
+            ):
+                self._open_store(new)
+        except (ValueError, StoreError) as e:
+            if self.settings is None:
+                # At start-up: one clear line; mitmproxy then exits because an error was logged
+                # (raising here would print a traceback through its script loader).
+                logger.error("provider-cache: %s", e)
+                return
             raise exceptions.OptionsError(str(e)) from None
-        if self.store is None or self.settings is None or new.cache_dir != self.settings.cache_dir:
-            self._open_store(new)
         if self.settings is None or (new.mode, new.window_size) != (
             self.settings.mode,
             self.settings.window_size,
@@ -67,10 +76,7 @@ class ProviderCache:
         self.settings = new
 
     def _open_store(self, new: settings.Settings) -> None:
-        try:
-            store = Store(new.cache_dir)
-        except StoreError as e:
-            raise exceptions.OptionsError(str(e)) from None
+        store = Store(new.cache_dir)
         if self.store is not None:
             self.store.close()
         self.store = store
@@ -84,6 +90,9 @@ class ProviderCache:
         if self.store is not None:
             self.store.close()
             self.store = None
+
+    def snapshot(self) -> dict:
+        return self.stats.snapshot()
 
     # -- hooks -----------------------------------------------------------------
 

@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 RESOLVE_ADDON = Path(__file__).with_name("resolve.py")
@@ -22,17 +24,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for_port(port: int, proc: subprocess.Popen, log: Path, timeout: float = 30.0) -> None:
+def wait_until_serving(port: int, proc: subprocess.Popen, log: Path, timeout: float = 30.0) -> None:
+    """Ready means the addon's endpoint answers through the proxy (start-up checks passed)."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"mitmdump exited with {proc.returncode}:\n{log.read_text()}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
+    with httpx.Client(proxy=f"http://127.0.0.1:{port}", trust_env=False, timeout=2) as client:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"mitmdump exited with {proc.returncode}:\n{log.read_text()}")
+            try:
+                if client.get("http://provider-cache.internal/stats").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
             time.sleep(0.05)
-    raise TimeoutError(f"mitmdump did not listen on {port} within {timeout}s:\n{log.read_text()}")
+    raise TimeoutError(f"mitmdump did not serve on {port} within {timeout}s:\n{log.read_text()}")
 
 
 @dataclass
@@ -72,7 +77,13 @@ class Mitmdump:
         }
         if self.upstream_ca:
             opts["ssl_verify_upstream_trusted_ca"] = str(self.upstream_ca)
-        args = [str(BIN / self.program), "--listen-host", "127.0.0.1", "--listen-port", str(self.port)]
+        args = [
+            str(BIN / self.program),
+            "--listen-host",
+            "127.0.0.1",
+            "--listen-port",
+            str(self.port),
+        ]
         args += ["-s", str(ROOT / "addon" / "cache.py")]
         if self.resolve:
             args += ["-s", str(RESOLVE_ADDON)]
@@ -90,7 +101,7 @@ class Mitmdump:
             self.proc = subprocess.Popen(
                 self.args(), cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT, env=env
             )
-        wait_for_port(self.port, self.proc, self.log_path)
+        wait_until_serving(self.port, self.proc, self.log_path)
         return self
 
     def stop(self, sig: int = signal.SIGINT, timeout: float = 15.0) -> int:

@@ -1,0 +1,82 @@
+"""The live endpoint on http://provider-cache.internal (SPEC §6), as an ASGI app.
+
+mitmproxy's own ASGIApp addon serves it through the proxy, the way mitm.it is
+served. Read-only: GET and HEAD of /stats (the stats file's JSON) and /metrics
+(Prometheus text format, rendered by prometheus_client).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+HOST = "provider-cache.internal"
+TOTALS = ("hits", "misses", "recorded", "passthrough", "errors")
+HOST_TOTALS = ("hits", "misses", "recorded", "errors")
+
+Snapshot = Callable[[], dict]
+
+
+class StatsCollector:
+    """Prometheus metrics computed from a stats snapshot at scrape time."""
+
+    def __init__(self, snapshot: Snapshot):
+        self.snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self.snapshot()
+        for name in TOTALS:
+            yield CounterMetricFamily(
+                f"provider_cache_{name}", f"Provider requests counted as {name}", stats[name]
+            )
+        yield _gauge("provider_cache_hit_rate", "hits / (hits + misses)", stats["hit_rate"])
+        yield _gauge(
+            "provider_cache_window_hit_rate",
+            f"hit rate over the last {stats['window']['size']} lookups",
+            stats["window"]["hit_rate"],
+        )
+        for name in HOST_TOTALS:
+            family = CounterMetricFamily(
+                f"provider_cache_host_{name}",
+                f"Provider requests counted as {name}, by host",
+                labels=["host"],
+            )
+            for host, counts in stats["by_host"].items():
+                family.add_metric([host], counts[name])
+            yield family
+
+
+def _gauge(name: str, doc: str, value: float | None) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, math.nan if value is None else value)
+
+
+class EndpointApp:
+    """A dependency-free ASGI app: two read-only routes and a short index."""
+
+    def __init__(self, snapshot: Snapshot):
+        self.snapshot = snapshot
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(StatsCollector(snapshot))
+
+    async def __call__(self, scope: dict, receive, send) -> None:
+        status, content_type, body = self.route(scope["method"], scope["path"])
+        headers = [(b"content-type", content_type.encode()), (b"cache-control", b"no-store")]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send(
+            {"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body}
+        )
+
+    def route(self, method: str, path: str) -> tuple[int, str, bytes]:
+        if method not in ("GET", "HEAD"):
+            return 405, "text/plain", b"provider-cache endpoint is read-only\n"
+        if path == "/stats":
+            return 200, "application/json", json.dumps(self.snapshot(), indent=2).encode()
+        if path == "/metrics":
+            return 200, "text/plain; version=0.0.4; charset=utf-8", generate_latest(self.registry)
+        if path == "/":
+            return 200, "text/plain", b"provider-cache: /stats (JSON), /metrics (Prometheus)\n"
+        return 404, "text/plain", b"not found: try /stats or /metrics\n"

@@ -1,0 +1,97 @@
+"""Shared fixtures: a clean environment, the fake provider, and real mitmdump processes."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.fake_provider import FakeProvider
+from tests.support.proxy import Mitmdump, free_port
+
+#: Upstream host names the fake provider answers for, as real SDKs send them.
+PROVIDER_HOSTS = ("api.openai.com", "api.anthropic.com", "generativelanguage.googleapis.com")
+
+_CLIENT_VARS = (
+    "HTTPS_PROXY",
+    "HTTP_PROXY",
+    "ALL_PROXY",
+    "NO_PROXY",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+    "NODE_EXTRA_CA_CERTS",
+    "OPENAI_API_KEY",
+    "OPENAI_BASE_URL",
+    "ANTHROPIC_API_KEY",
+    "ANTHROPIC_BASE_URL",
+)
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test sees the developer's proxy, CA or API keys, or writes to ~/.mitmproxy."""
+    for name in _CLIENT_VARS:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+
+
+@pytest.fixture
+def fake(tmp_path: Path) -> Iterator[FakeProvider]:
+    with FakeProvider(tmp_path / "fake") as provider:
+        yield provider
+    assert not provider.errors, provider.errors
+
+
+@pytest.fixture
+def cache_dir(tmp_path: Path) -> Path:
+    return tmp_path / "cache"
+
+
+ProxyFactory = Callable[..., Mitmdump]
+
+
+@pytest.fixture
+def start_proxy(tmp_path: Path, fake: FakeProvider, cache_dir: Path) -> Iterator[ProxyFactory]:
+    """Start mitmdump with the addon; provider hosts resolve to the fake provider.
+
+    `offline=True` resolves them to a closed port instead: any upstream connection fails.
+    """
+    started: list[Mitmdump] = []
+
+    def start(
+        mode: str = "record", *, offline: bool = False, **options: str | list[str]
+    ) -> Mitmdump:
+        port = free_port() if offline else fake.port
+        proxy = Mitmdump(
+            workdir=tmp_path,
+            cache_dir=cache_dir,
+            options={"cache_mode": mode, **options},
+            resolve=dict.fromkeys(PROVIDER_HOSTS, port),
+            upstream_ca=fake.ca_path,
+        )
+        started.append(proxy)
+        return proxy.start()
+
+    yield start
+    for proxy in started:
+        proxy.stop()
+
+
+@pytest.fixture
+def use_proxy(monkeypatch: pytest.MonkeyPatch) -> Callable[[Mitmdump], None]:
+    """Point this process's clients at a proxy exactly as the README tells users to."""
+
+    def use(proxy: Mitmdump) -> None:
+        for name, value in proxy.client_env().items():
+            monkeypatch.setenv(name, value)
+
+    return use
+
+
+def pytest_report_header() -> str:
+    return f"provider-cache tests; python {os.sys.version.split()[0]}"
