@@ -136,9 +136,10 @@ class ProviderCache:
         pending = self.pending.pop(flow.id, None)
         if pending is None:
             return
-        if pending.recorder is not None and flow.response is not None:
-            self._record(flow, pending, connection_closed_early=True)
-        else:
+        # A broken exchange counts as an error, unless a stream's answer was already complete.
+        if pending.recorder is None or not self._record(
+            flow, pending, connection_closed_early=True
+        ):
             self.stats.error(pending.host)
 
     # -- helpers ---------------------------------------------------------------
@@ -180,27 +181,29 @@ class ProviderCache:
         self.pending[flow.id] = pending
         self.stats.miss(pending.host, flow.request.method, url, pending.key, normalized)
 
-    def _record(self, flow: http.HTTPFlow, pending: Pending, connection_closed_early: bool) -> None:
+    def _record(self, flow: http.HTTPFlow, pending: Pending, connection_closed_early: bool) -> bool:
+        """Store the answer if it is complete, 2xx and within limits; True if stored."""
         response = flow.response
         if response is None or not pending.storable or not 200 <= response.status_code < 300:
-            return
+            return False
         recorder = pending.recorder
         if recorder is not None and not recorder.complete(connection_closed_early):
             logger.info("stream for key %s ended early: not recorded", pending.key)
-            return
+            return False
         if recorder is None and len(response.raw_content or b"") > self.settings.max_body_size:
             logger.warning("%s response over cache_max_body_size: not recorded", pending.host)
-            return
+            return False
         chunks = recorder.chunks if recorder is not None else None
         entry = flows.make_entry(flow, pending.key, self.settings.rules, chunks)
         if entry is None:
             logger.warning("response for key %s has an undecodable body: not recorded", pending.key)
             self.stats.error(pending.host)
-            return
+            return False
         try:
             self.store.put(pending.key.encode(), records.pack(entry))
         except StoreError as e:
             logger.error("could not record key %s: %s", pending.key, e)
             self.stats.error(pending.host)
-            return
+            return False
         self.stats.record(pending.host)
+        return True
