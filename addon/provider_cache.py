@@ -8,14 +8,16 @@ plain values go into `flow.metadata`, which mitmweb shows and flow files keep.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
+import sys
 import time
 from dataclasses import dataclass
 
 from mitmproxy import ctx, exceptions, http
 
-from addon import flows, keys, records, settings
+from addon import flows, keys, records, settings, statsfile
 from addon.stats import Stats
 from addon.store import Store, StoreError
 from addon.streaming import StreamRecorder, is_event_stream
@@ -23,6 +25,7 @@ from addon.streaming import StreamRecorder, is_event_stream
 logger = logging.getLogger(__name__)
 
 META = "provider_cache"
+STATS_INTERVAL = 1.0
 
 
 @dataclass
@@ -42,6 +45,7 @@ class ProviderCache:
         self.stats = Stats(mode="record", window_size=settings.DEFAULT_WINDOW)
         self.started_at = time.time()
         self.pending: dict[str, Pending] = {}
+        self.flusher: asyncio.Task | None = None
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -85,11 +89,36 @@ class ProviderCache:
         # Replay must not need the network: only connect upstream when a request is forwarded.
         if ctx.options.connection_strategy != "lazy":
             ctx.options.update(connection_strategy="lazy")
+        if self.settings is not None and self.flusher is None:
+            self.flusher = asyncio.create_task(self._flush_stats_periodically())
 
     def done(self) -> None:
+        if self.flusher is not None:
+            self.flusher.cancel()
+            self.flusher = None
+        if self.settings is not None:
+            try:
+                statsfile.write_atomically(self.settings.stats_file, self.snapshot())
+            except OSError as e:  # logging is already shut down here
+                print(f"provider-cache: cannot write stats file: {e.strerror}", file=sys.stderr)
         if self.store is not None:
             self.store.close()
             self.store = None
+
+    async def _flush_stats_periodically(self) -> None:
+        """Rewrite the stats file about once a second while the counters change."""
+        written = None
+        while True:
+            counters = self.stats.counters()
+            if counters != written:
+                try:
+                    await asyncio.to_thread(
+                        statsfile.write_atomically, self.settings.stats_file, self.snapshot()
+                    )
+                    written = counters
+                except OSError as e:
+                    logger.warning("cannot write stats file: %s", e.strerror)
+            await asyncio.sleep(STATS_INTERVAL)
 
     def snapshot(self) -> dict:
         return self.stats.snapshot()

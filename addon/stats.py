@@ -84,6 +84,10 @@ class Stats:
     def pass_through(self) -> None:
         self.passthrough += 1
 
+    def counters(self) -> tuple[int, ...]:
+        """Changes whenever anything was counted; cheap enough to poll every second."""
+        return (self.hits, self.misses, self.recorded, self.passthrough, self.errors)
+
     def snapshot(self) -> dict:
         window_hits = sum(self.window)
         return {

@@ -1,0 +1,75 @@
+"""cache_run.py: run a command behind a managed proxy, then optionally gate on its stats."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from scripts import gate
+from scripts.cli import BAD_INPUT, Fail, command_of
+from scripts.proxyctl import ManagedProxy, ProxyError
+
+
+def proxy_for(args: argparse.Namespace, mode: str, cache_dir: Path | None = None) -> ManagedProxy:
+    options = list(args.options)
+    if args.stats_file:
+        options.append(f"cache_stats_file={Path(args.stats_file).resolve()}")
+    log = (
+        Path(args.proxy_log)
+        if args.proxy_log
+        else Path(tempfile.mkstemp(prefix="provider-cache-", suffix=".log")[1])
+    )
+    return ManagedProxy(
+        cache_dir=(cache_dir or Path(args.cache_dir)).resolve(),
+        mode=mode,
+        options=options,
+        scripts=[Path(s).resolve() for s in args.scripts],
+        confdir=Path(args.confdir).resolve() if args.confdir else None,
+        log_path=log.resolve(),
+    )
+
+
+def stats_path(args: argparse.Namespace, cache_dir: Path | None = None) -> Path:
+    return (
+        Path(args.stats_file)
+        if args.stats_file
+        else (cache_dir or Path(args.cache_dir)) / "stats.json"
+    )
+
+
+def run_behind(proxy: ManagedProxy, command: list[str]) -> int:
+    """Start the proxy, run the command with the client variables set, stop the proxy."""
+    try:
+        proxy.start()
+    except ProxyError as e:
+        raise Fail(f"cannot start the proxy: {e} (log: {proxy.log_path})") from None
+    try:
+        return subprocess.call(command, env=os.environ | proxy.client_env())
+    except FileNotFoundError:
+        raise Fail(f"command not found: {command[0]}", 127) from None
+    except PermissionError:
+        raise Fail(f"command not executable: {command[0]}", 126) from None
+    finally:
+        proxy.stop()
+
+
+def main(args: argparse.Namespace) -> int:
+    command = command_of(args)
+    proxy = proxy_for(args, args.mode)
+    print(
+        f"provider-cache: {args.mode} mode, cache {proxy.cache_dir}, log {proxy.log_path}",
+        file=sys.stderr,
+    )
+    status = run_behind(proxy, command)
+    if args.min_hit_rate is None:
+        return status
+    args.files, args.url = [str(stats_path(args))], None
+    code, out = gate.judge(gate.load(args), args.min_hit_rate, args.format)
+    print(out)
+    if status != 0:
+        return status
+    return code if code != BAD_INPUT else BAD_INPUT

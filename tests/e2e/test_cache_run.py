@@ -1,0 +1,149 @@
+"""scripts/cache_run.py with real client commands, and the simulated pull request of issue 3."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PROVIDER_HOSTS
+from tests.support import secrets
+from tests.support.fake_provider import FakeProvider
+from tests.support.proxy import RESOLVE_ADDON, ROOT_DIR
+from tests.support.secrets import files_containing_secrets
+
+RUN = ROOT_DIR / "scripts" / "cache_run.py"
+STATS = ROOT_DIR / "scripts" / "cache_stats.py"
+
+SUITE = """\
+import openai
+
+client = openai.OpenAI(max_retries=0)  # configured by HTTPS_PROXY and SSL_CERT_FILE only
+for prompt in {prompts!r}:
+    answer = client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{{"role": "user", "content": prompt}}]
+    )
+    print(answer.choices[0].message.content)
+"""
+
+
+@pytest.fixture
+def cache_run(tmp_path: Path, fake: FakeProvider, cache_dir: Path, monkeypatch):
+    """cache_run.py as a user runs it, plus the test-only upstream resolution."""
+    monkeypatch.setenv("OPENAI_API_KEY", secrets.OPENAI_KEY)
+
+    def run(mode: str, *command: str, gate: str | None = None, offline: bool = False):
+        port = 9 if offline else fake.port
+        args = [sys.executable, str(RUN), "--mode", mode, "--cache-dir", str(cache_dir)]
+        args += ["--confdir", str(tmp_path / "conf"), "--script", str(RESOLVE_ADDON)]
+        args += ["--proxy-log", str(tmp_path / f"proxy-{mode}.log")]
+        args += ["--set", f"ssl_verify_upstream_trusted_ca={fake.ca_path}"]
+        for host in PROVIDER_HOSTS:
+            args += ["--set", f"test_resolve={host}=127.0.0.1:{port}"]
+        if gate:
+            args += ["--min-hit-rate", gate]
+        return subprocess.run(
+            [*args, "--", *command], capture_output=True, text=True, timeout=120, cwd=tmp_path
+        )
+
+    return run
+
+
+def suite(tmp_path: Path, prompts: list[str]) -> list[str]:
+    path = tmp_path / "suite.py"
+    path.write_text(SUITE.format(prompts=prompts))
+    return [sys.executable, str(path)]
+
+
+def test_runs_a_python_client_and_exits_with_its_status(cache_run, tmp_path, fake, cache_dir):
+    recorded = cache_run("record", *suite(tmp_path, ["one", "two"]))
+    assert recorded.returncode == 0, recorded.stderr
+    assert recorded.stdout.splitlines() == ["echo: one", "echo: two"]
+    stats = json.loads((cache_dir / "stats.json").read_text())  # flushed on stop
+    assert (stats["misses"], stats["recorded"]) == (2, 2)
+
+    failing = cache_run("replay", sys.executable, "-c", "import sys; sys.exit(7)", offline=True)
+    assert failing.returncode == 7
+    assert fake.served == 2
+
+
+def test_curl_and_node_variables_are_set(cache_run, tmp_path, fake):
+    script = (
+        'curl -sS -o /dev/null -w "%{http_code}" https://api.openai.com/v1/models;'
+        ' echo " $NODE_EXTRA_CA_CERTS $HTTPS_PROXY"'
+    )
+    result = cache_run("record", "sh", "-c", script)
+    code, ca, proxy = result.stdout.split()
+    assert result.returncode == 0 and code == "200"
+    assert ca == str(tmp_path / "conf" / "mitmproxy-ca-cert.pem") and Path(ca).is_file()
+    assert proxy.startswith("http://127.0.0.1:")
+
+
+def test_bad_usage_and_missing_command_exit_with_one_line(cache_run, tmp_path):
+    no_command = subprocess.run(
+        [sys.executable, str(RUN), "--cache-dir", str(tmp_path / "c")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert no_command.returncode == 2 and "no command given" in no_command.stderr
+    missing = cache_run("record", "definitely-not-a-command-xyz")
+    assert missing.returncode == 127 and "command not found" in missing.stderr
+    assert "Traceback" not in missing.stderr + no_command.stderr
+
+
+def test_proxy_that_cannot_start_is_exit_2(tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(RUN),
+            "--cache-dir",
+            str(tmp_path / "c"),
+            "--confdir",
+            str(tmp_path),
+            "--set",
+            "cache_mode=sometimes",
+            "--",
+            "true",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "cache_mode must be one of" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_simulated_pull_request_fails_the_gate_then_passes_after_re_recording(
+    cache_run, tmp_path, fake, cache_dir
+):
+    prompts = ["summarise the report", "translate hello", "name three colours"]
+    assert cache_run("record", *suite(tmp_path, prompts)).returncode == 0
+
+    # The pull request changes one prompt; CI runs in replay mode behind the gate.
+    changed = [prompts[0], "translate goodbye", prompts[2]]
+    ci = cache_run("replay", *suite(tmp_path, changed), gate="1.0", offline=True)
+    assert ci.returncode != 0
+    report = subprocess.run(
+        [sys.executable, str(STATS), str(cache_dir / "stats.json"), "--min-hit-rate", "1.0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert report.returncode == 1
+    missed_lines = [line for line in report.stdout.splitlines() if "x POST " in line]
+    assert len(missed_lines) == 1 and "api.openai.com/v1/chat/completions" in missed_lines[0]
+    assert "translate goodbye" in report.stdout
+    assert "translate hello" not in report.stdout and "summarise" not in report.stdout
+
+    # The developer re-records; the same CI run now passes the gate.
+    assert cache_run("record", *suite(tmp_path, changed)).returncode == 0
+    ci_again = cache_run("replay", *suite(tmp_path, changed), gate="1.0", offline=True)
+    assert ci_again.returncode == 0, ci_again.stdout + ci_again.stderr
+    assert "100.0% meets the threshold 100.0%" in ci_again.stdout
+    assert files_containing_secrets(cache_dir, *tmp_path.glob("proxy-*.log")) == []
+    assert os.environ["OPENAI_API_KEY"] == secrets.OPENAI_KEY  # the key really was sent
