@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 
@@ -12,7 +13,7 @@ from mitmproxy.net import encoding
 from addon import records
 from addon.store import Store
 from tests.support.fake_provider import FakeProvider
-from tests.support.proxy import Mitmdump
+from tests.support.proxy import ROOT_DIR, Mitmdump
 
 OPENAI = "https://api.openai.com/v1"
 
@@ -121,3 +122,29 @@ def test_cache_hosts_option_adds_a_host_to_the_builtin_list(
         openai_state = client.get(f"{OPENAI}/models").headers["x-provider-cache"]
     assert states == ["miss", "hit"] and openai_state == "miss"
     assert fake.served == 2
+
+
+def test_node_fetch_goes_through_the_proxy_and_trusts_its_ca(start_proxy, fake, monkeypatch):
+    proxy = start_proxy("record")
+    env = {
+        "PATH": os.environ["PATH"],
+        "OPENAI_API_KEY": "sk-node",
+        **proxy.client_env(),
+    }
+    client = ROOT_DIR / "tests" / "node" / "client.mjs"
+    runs = [
+        subprocess.run(
+            ["node", str(client), "hello from node"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout.split(maxsplit=2)
+        for _ in range(2)
+    ]
+    assert runs == [
+        ["miss", "chatcmpl-1", "echo: hello from node\n"],
+        ["hit", "chatcmpl-1", "echo: hello from node\n"],
+    ]
+    assert fake.served == 1
