@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 
 from scripts import gate
-from scripts.cli import BAD_INPUT, Fail, command_of
+from scripts.cli import OK, Fail, command_of
 from scripts.proxyctl import ManagedProxy, ProxyError
 
 
@@ -60,16 +60,15 @@ def run_behind(proxy: ManagedProxy, command: list[str]) -> int:
 def main(args: argparse.Namespace) -> int:
     command = command_of(args)
     proxy = proxy_for(args, args.mode)
-    print(
-        f"provider-cache: {args.mode} mode, cache {proxy.cache_dir}, log {proxy.log_path}",
-        file=sys.stderr,
-    )
+    print(f"provider-cache: {args.mode} mode, cache {proxy.cache_dir}", file=sys.stderr)
     status = run_behind(proxy, command)
-    if args.min_hit_rate is None:
-        return status
-    args.files, args.url = [str(stats_path(args))], None
-    code, out = gate.judge(gate.load(args), args.min_hit_rate, args.format)
-    print(out)
-    if status != 0:
-        return status
-    return code if code != BAD_INPUT else BAD_INPUT
+    code = OK
+    if args.min_hit_rate is not None:
+        args.files, args.url = [str(stats_path(args))], None
+        code, out = gate.judge(gate.load(args), args.min_hit_rate, args.format)
+        print(out)
+    if status == OK and code == OK and not args.proxy_log:
+        proxy.log_path.unlink(missing_ok=True)  # a temporary log is kept only to diagnose a failure
+    elif not args.proxy_log:
+        print(f"provider-cache: proxy log kept at {proxy.log_path}", file=sys.stderr)
+    return status if status != OK else code
