@@ -36,10 +36,14 @@ BUILTIN_ALIAS = "builtin"
 
 
 def expand(patterns: list[str] | tuple[str, ...]) -> tuple[str, ...]:
-    """Lower-cased patterns with the `builtin` alias replaced by the built-in list."""
+    """Lower-cased patterns with the `builtin` alias replaced by the built-in list.
+
+    A trailing dot is dropped as the matcher drops it from hosts, so that an absolute name
+    (`llm.internal.`) matches instead of silently matching nothing.
+    """
     out: list[str] = []
     for pattern in patterns:
-        pattern = pattern.strip().lower()
+        pattern = pattern.strip().lower().rstrip(".")
         if not pattern:
             raise ValueError("empty host pattern")
         out.extend(BUILTIN_HOSTS if pattern == BUILTIN_ALIAS else [pattern])

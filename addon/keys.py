@@ -153,13 +153,24 @@ def normalize_headers(
 
 
 def normalize_query(query: str, rules: KeyRules) -> list[tuple[str, str]]:
-    pairs = parse_qsl(query, keep_blank_values=True)
+    """Decoded, sorted parameters; secret values redacted.
+
+    Undecodable escapes (%FF) become lone surrogates instead of U+FFFD, so distinct bytes
+    stay distinct, and equal the same bytes sent unescaped (which mitmproxy hands over so).
+    """
+    pairs = parse_qsl(query, keep_blank_values=True, errors="surrogateescape")
     return sorted((k, REDACTED if rules.is_secret_param(k) else v) for k, v in pairs)
 
 
 def cache_key(normalized: dict) -> str:
-    """A fixed-size hex digest of the canonical form; the key version is part of it."""
-    packed = msgpack.packb([KEY_VERSION, list(normalized.items())], use_bin_type=True)
+    """A fixed-size hex digest of the canonical form; the key version is part of it.
+
+    Undecodable wire bytes arrive as lone surrogates; surrogatepass encodes every string,
+    and distinct strings distinctly, where strict UTF-8 would raise.
+    """
+    packed = msgpack.packb(
+        [KEY_VERSION, list(normalized.items())], use_bin_type=True, unicode_errors="surrogatepass"
+    )
     return hashlib.sha256(packed).hexdigest()
 
 

@@ -8,6 +8,7 @@ no mitmproxy, no LMDB.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgpack
 
@@ -75,6 +76,12 @@ def storable_headers(headers: Headers) -> Headers:
     return [(k.lower(), v) for k, v in headers if k.lower() not in UNSTORED_RESPONSE_HEADERS]
 
 
+#: Strings from the wire may carry undecodable bytes as lone surrogates (mitmproxy decodes
+#: with surrogateescape); they are stored and read back as such instead of failing the write.
+#: Bytes that are not UTF-8 at all still make a value corrupt.
+_UNICODE_ERRORS = "surrogatepass"
+
+
 def pack(entry: Entry) -> bytes:
     req, resp = entry.request, entry.response
     return msgpack.packb(
@@ -98,37 +105,82 @@ def pack(entry: Entry) -> bytes:
             "meta": entry.meta,
         },
         use_bin_type=True,
+        unicode_errors=_UNICODE_ERRORS,
     )
 
 
 def unpack(data: bytes) -> Entry:
-    """Decode one stored value; anything unexpected is a CorruptEntry, never another error."""
+    """Decode one stored value; anything unexpected is a CorruptEntry, never another error.
+
+    Fields are checked by type rather than converted: a conversion such as bytes(5) or
+    int(inf) either raises something else or quietly turns garbage into a plausible entry.
+    """
     try:
-        raw = msgpack.unpackb(data)
-        if not isinstance(raw, dict):
-            raise CorruptEntry(f"not an entry: a msgpack {type(raw).__name__}")
-        if raw.get("schema") != SCHEMA:
-            raise CorruptEntry(f"unknown entry schema {raw.get('schema')!r}")
-        req, resp = raw["request"], raw["response"]
-        return Entry(
-            key=str(raw["key"]),
-            recorded_at=float(raw["recorded_at"]),
-            request=StoredRequest(
-                method=req["method"],
-                url=req["url"],
-                headers=[(bytes(k), bytes(v)) for k, v in req["headers"]],
-                body=bytes(req["body"]),
-            ),
-            response=StoredResponse(
-                status=int(resp["status"]),
-                reason=str(resp["reason"]),
-                headers=[(bytes(k), bytes(v)) for k, v in resp["headers"]],
-                body=bytes(resp["body"]),
-                chunks=None if resp["chunks"] is None else [bytes(c) for c in resp["chunks"]],
-            ),
-            meta=dict(raw.get("meta") or {}),
-        )
-    except CorruptEntry:
-        raise
-    except (ValueError, TypeError, KeyError, msgpack.UnpackException) as e:
+        raw = msgpack.unpackb(data, unicode_errors=_UNICODE_ERRORS)
+    except (ValueError, TypeError, msgpack.UnpackException) as e:
         raise CorruptEntry(f"undecodable entry: {type(e).__name__}") from None
+    if not isinstance(raw, dict):
+        raise CorruptEntry(f"not an entry: a msgpack {type(raw).__name__}")
+    schema = raw.get("schema")
+    if type(schema) is not int or schema != SCHEMA:
+        raise CorruptEntry(f"unknown entry schema {schema!r}")
+    req, resp = _field(raw, "request", dict), _field(raw, "response", dict)
+    return Entry(
+        key=_field(raw, "key", str),
+        recorded_at=float(_field(raw, "recorded_at", (float, int))),
+        request=StoredRequest(
+            method=_field(req, "method", str),
+            url=_field(req, "url", str),
+            headers=_headers(req),
+            body=_field(req, "body", bytes),
+        ),
+        response=StoredResponse(
+            status=_status(resp),
+            reason=_field(resp, "reason", str),
+            headers=_headers(resp),
+            body=_field(resp, "body", bytes),
+            chunks=_chunks(resp),
+        ),
+        meta=_field(raw, "meta", dict) if "meta" in raw else {},
+    )
+
+
+def _field(raw: dict, name: str, kind: type | tuple[type, ...]) -> Any:
+    """raw[name] if it is of the given type (bool never counts as int), else CorruptEntry."""
+    value = raw.get(name)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise CorruptEntry(f"{name}: expected {kind}, got {type(value).__name__}")
+    return value
+
+
+def _status(resp: dict) -> int:
+    """A three-digit status: anything else could not be served back."""
+    status = _field(resp, "status", int)
+    if not 100 <= status <= 999:
+        raise CorruptEntry(f"status {status} out of range")
+    return status
+
+
+def _headers(raw: dict) -> Headers:
+    """Header pairs of bytes; msgpack gives each pair as a two-element list."""
+    headers = []
+    for pair in _field(raw, "headers", list):
+        if not isinstance(pair, list) or len(pair) != 2:
+            raise CorruptEntry("headers: not a list of pairs")
+        name, value = pair
+        if not isinstance(name, bytes) or not isinstance(value, bytes):
+            raise CorruptEntry("headers: not bytes")
+        headers.append((name, value))
+    return headers
+
+
+def _chunks(resp: dict) -> list[bytes] | None:
+    """None for an unstreamed response, else a list of bytes chunks."""
+    if "chunks" not in resp:
+        raise CorruptEntry("chunks: missing")
+    chunks = resp["chunks"]
+    if chunks is None:
+        return None
+    if not isinstance(chunks, list) or not all(isinstance(c, bytes) for c in chunks):
+        raise CorruptEntry("chunks: not a list of bytes")
+    return chunks

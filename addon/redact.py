@@ -7,6 +7,7 @@ provider (or a test double) echoes it back. Pure functions.
 
 from __future__ import annotations
 
+import re
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from addon.keys import REDACTED, KeyRules
@@ -25,17 +26,32 @@ def redact_headers(
     ]
 
 
+#: mitmproxy decodes the wire with surrogateescape: \udcXX stands for the undecodable byte XX.
+_UNDECODABLE = re.compile("[\udc80-\udcff]")
+
+
+def _query_pairs(query: str) -> list[tuple[str, str]]:
+    """Decoded parameters; undecodable bytes, escaped or not, become lone surrogates."""
+    return parse_qsl(query, keep_blank_values=True, errors="surrogateescape")
+
+
 def redact_query(query: str, rules: KeyRules) -> str:
-    pairs = parse_qsl(query, keep_blank_values=True)
+    pairs = _query_pairs(query)
     if not any(rules.is_secret_param(k) for k, _ in pairs):
         return query
-    return urlencode([(k, REDACTED if rules.is_secret_param(k) else v) for k, v in pairs])
+    redacted = [(k, REDACTED if rules.is_secret_param(k) else v) for k, v in pairs]
+    return urlencode(redacted, errors="surrogateescape")  # percent-encodes the original bytes
 
 
 def redact_url(url: str, rules: KeyRules) -> str:
+    """The URL without user info or secret query values, storable as UTF-8.
+
+    Undecodable bytes are percent-encoded: as lone surrogates the URL could not be written.
+    """
     parts = urlsplit(url)
     netloc = parts.netloc.rsplit("@", 1)[-1]  # user:password@ is a secret too
-    return urlunsplit(parts._replace(netloc=netloc, query=redact_query(parts.query, rules)))
+    redacted = urlunsplit(parts._replace(netloc=netloc, query=redact_query(parts.query, rules)))
+    return _UNDECODABLE.sub(lambda m: f"%{ord(m[0]) - 0xDC00:02X}", redacted)
 
 
 def secret_values(headers: list[tuple[bytes, bytes]], query: str, rules: KeyRules) -> list[bytes]:
@@ -47,9 +63,9 @@ def secret_values(headers: list[tuple[bytes, bytes]], query: str, rules: KeyRule
             _scheme, _, token = value.strip().partition(b" ")
             if token:
                 found.add(token.strip())
-    for name, value in parse_qsl(query, keep_blank_values=True):
+    for name, value in _query_pairs(query):
         if rules.is_secret_param(name):
-            found.add(value.encode())
+            found.add(value.encode("utf-8", "surrogateescape"))  # the bytes that were sent
     return sorted((v for v in found if len(v) >= MIN_SCRUB_LENGTH), key=len, reverse=True)
 
 

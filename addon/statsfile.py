@@ -14,7 +14,9 @@ def write_atomically(path: Path, document: dict) -> None:
     data = json.dumps(document, indent=2, sort_keys=False).encode() + b"\n"
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide the file from a CI step run as another user
+        os.fchmod(
+            fd, 0o644
+        )  # mkstemp's 0600 would hide the file from a CI step run as another user
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
