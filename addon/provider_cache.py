@@ -45,6 +45,8 @@ class ProviderCache:
         self.stats = Stats(mode="record", window_size=settings.DEFAULT_WINDOW)
         self.started_at = time.time()
         self.pending: dict[str, Pending] = {}
+        #: Keys whose next request is forwarded and re-recorded even if stored (mitmweb command).
+        self.rerecord_keys: set[str] = set()
         self.flusher: asyncio.Task | None = None
 
     # -- lifecycle -------------------------------------------------------------
@@ -139,7 +141,8 @@ class ProviderCache:
             logger.warning("%s request body over cache_max_body_size: not cached", host)
             parts = dataclasses.replace(parts, body=b"<over cache_max_body_size>")
         key, normalized = keys.key_for(parts, cfg.rules)
-        entry = self._lookup(key, host) if storable and cfg.mode != "refresh" else None
+        lookup = storable and cfg.mode != "refresh" and key not in self.rerecord_keys
+        entry = self._lookup(key, host) if lookup else None
         if entry is not None and self._servable(entry):
             self._serve(flow, entry, host)
         elif cfg.mode == "replay":
@@ -235,4 +238,5 @@ class ProviderCache:
             self.stats.error(pending.host)
             return False
         self.stats.record(pending.host)
+        self.rerecord_keys.discard(pending.key)
         return True
