@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 from mitmproxy import ctx, exceptions, http
 
-from addon import flows, keys, records, settings, statsfile
+from addon import flows, keys, records, settings
+from addon.cachefiles import CacheFiles
 from addon.stats import Stats
 from addon.store import Store, StoreError
 from addon.streaming import StreamRecorder, is_event_stream
@@ -41,7 +42,7 @@ class Pending:
 class ProviderCache:
     def __init__(self) -> None:
         self.settings: settings.Settings | None = None
-        self.store: Store | None = None
+        self.files: CacheFiles | None = None
         self.stats = Stats(mode="record", window_size=settings.DEFAULT_WINDOW)
         self.started_at = time.time()
         self.pending: dict[str, Pending] = {}
@@ -59,12 +60,11 @@ class ProviderCache:
             return
         try:
             new = settings.parse(ctx.options)
-            if (
-                self.store is None
-                or self.settings is None
-                or new.cache_dir != self.settings.cache_dir
+            if self.files is None or (new.cache_dir, new.stats_file) != (
+                self.files.cache_dir,
+                self.files.stats_file,
             ):
-                self._open_store(new)
+                self._open_files(new)
         except (ValueError, StoreError) as e:
             if self.settings is None:
                 # At start-up: one clear line; mitmproxy then exits because an error was logged
@@ -81,42 +81,48 @@ class ProviderCache:
             )
         self.settings = new
 
-    def _open_store(self, new: settings.Settings) -> None:
-        store = Store(new.cache_dir)
-        if self.store is not None:
-            self.store.close()
-        self.store = store
+    @property
+    def store(self) -> Store | None:
+        return self.files.store if self.files else None
+
+    def _open_files(self, new: settings.Settings) -> None:
+        files = CacheFiles(new.cache_dir, new.stats_file)
+        if self.files is not None:
+            files.run = self.files.run
+            self.files.close()
+        self.files = files
 
     def running(self) -> None:
         # Replay must not need the network: only connect upstream when a request is forwarded.
         if ctx.options.connection_strategy != "lazy":
             ctx.options.update(connection_strategy="lazy")
-        if self.settings is not None and self.flusher is None:
-            self.flusher = asyncio.create_task(self._flush_stats_periodically())
+        if self.files is not None and self.flusher is None:
+            self.files.begin_run()
+            self.flusher = asyncio.create_task(self._flush_periodically())
 
     def done(self) -> None:
         if self.flusher is not None:
             self.flusher.cancel()
             self.flusher = None
-        if self.settings is not None:
-            try:
-                statsfile.write_atomically(self.settings.stats_file, self.snapshot())
-            except OSError as e:  # logging is already shut down here
-                print(f"provider-cache: cannot write stats file: {e.strerror}", file=sys.stderr)
-        if self.store is not None:
-            self.store.close()
-            self.store = None
+        if self.files is None:
+            return
+        try:
+            self.files.write_stats(self.snapshot())
+        except OSError as e:  # logging is already shut down here
+            print(f"provider-cache: cannot write stats file: {e.strerror}", file=sys.stderr)
+        self.files.close()
+        self.files = None
 
-    async def _flush_stats_periodically(self) -> None:
-        """Rewrite the stats file about once a second while the counters change."""
+    async def _flush_periodically(self) -> None:
+        """About once a second: record which entries were hit, rewrite the stats if they changed."""
         written = None
         while True:
+            files = self.files
+            files.flush_usage()
             counters = self.stats.counters()
             if counters != written:
                 try:
-                    await asyncio.to_thread(
-                        statsfile.write_atomically, self.settings.stats_file, self.snapshot()
-                    )
+                    await asyncio.to_thread(files.write_stats, self.snapshot())
                     written = counters
                 except OSError as e:
                     logger.warning("cannot write stats file: %s", e.strerror)
@@ -195,6 +201,7 @@ class ProviderCache:
         flow.response = flows.replay_response(entry, flow.request.http_version)
         flow.is_replay = "response"
         flow.metadata[META] = {"result": "hit", "key": entry.key, "recorded_at": entry.recorded_at}
+        self.files.note_hit(entry.key, flow.request.timestamp_start)
         self.stats.hit(host)
 
     def _answer_miss(self, flow: http.HTTPFlow, key: str, host: str, normalized: dict) -> None:
@@ -227,6 +234,8 @@ class ProviderCache:
             return False
         chunks = recorder.chunks if recorder is not None else None
         entry = flows.make_entry(flow, pending.key, self.settings.rules, chunks)
+        if entry is not None:
+            entry.meta["recorded_run"] = self.files.run
         if entry is None:
             logger.warning("response for key %s has an undecodable body: not recorded", pending.key)
             self.stats.error(pending.host)

@@ -28,7 +28,14 @@ class StoreError(Exception):
 
 
 class Store:
-    def __init__(self, path: Path, *, readonly: bool = False, map_size: int = DEFAULT_MAP_SIZE):
+    def __init__(
+        self,
+        path: Path,
+        *,
+        readonly: bool = False,
+        map_size: int = DEFAULT_MAP_SIZE,
+        durable: bool = True,
+    ):
         self.path = Path(path)
         self.readonly = readonly
         try:
@@ -43,6 +50,7 @@ class Store:
                 max_spare_txns=4,
                 subdir=True,
                 create=not readonly,
+                sync=durable,
             )
         except (OSError, lmdb.Error) as e:
             raise StoreError(f"cannot open cache store {self.path}: {_reason(e)}") from None
@@ -68,26 +76,39 @@ class Store:
         self.put_many([(key, value)])
 
     def put_many(self, items: list[tuple[bytes, bytes]]) -> None:
-        """Write all items in one transaction, growing the map as often as needed."""
+        """Write all items in one transaction."""
+
+        def put_all(txn: lmdb.Transaction) -> None:
+            for key, value in items:
+                txn.put(key, value)
+
+        self.write(put_all)
+
+    def delete(self, key: bytes) -> bool:
+        return self.write(lambda txn: txn.delete(key))
+
+    def increment(self, key: bytes) -> int:
+        """Add one to a decimal counter, atomically across processes; returns the new value."""
+
+        def bump(txn: lmdb.Transaction) -> int:
+            value = int(txn.get(key) or b"0") + 1
+            txn.put(key, str(value).encode())
+            return value
+
+        return self.write(bump)
+
+    def write(self, work: Callable[[lmdb.Transaction], T]) -> T:
+        """Run `work` in one write transaction, growing the map as often as needed."""
         for _ in range(MAX_GROWTHS):
             try:
-                self._retry_resized(lambda: self._write(items))
-                return
+                return self._retry_resized(lambda: self._in_write_txn(work))
             except lmdb.MapFullError:
                 self._grow()
         raise StoreError(f"cache store {self.path} is full after {MAX_GROWTHS} growths")
 
-    def _write(self, items: list[tuple[bytes, bytes]]) -> None:
+    def _in_write_txn(self, work: Callable[[lmdb.Transaction], T]) -> T:
         with self.env.begin(write=True) as txn:
-            for key, value in items:
-                txn.put(key, value)
-
-    def delete(self, key: bytes) -> bool:
-        def _delete() -> bool:
-            with self.env.begin(write=True) as txn:
-                return txn.delete(key)
-
-        return self._retry_resized(_delete)
+            return work(txn)
 
     def items(self) -> Iterator[tuple[bytes, bytes]]:
         """Every (key, value), in key order, from one consistent snapshot."""
