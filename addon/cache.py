@@ -17,7 +17,14 @@ except ImportError:  # pragma: no cover - only without `pip install -e .`
 
 from addon import endpoint
 from addon.provider_cache import ProviderCache
+from addon.webui import CacheCommands, FlowMarkers
 
 cache = ProviderCache()
 # The endpoint comes first: it answers its own host before the cache would count it.
-addons = [ASGIApp(endpoint.EndpointApp(cache.snapshot), endpoint.HOST, None), cache]
+# The mitmweb markers come after the cache: they read the metadata it puts on each flow.
+addons = [
+    ASGIApp(endpoint.EndpointApp(cache.snapshot), endpoint.HOST, None),
+    cache,
+    FlowMarkers(cache),
+    CacheCommands(cache),
+]

@@ -27,6 +27,8 @@ class CacheFiles:
         cachedir.ensure_gitignore(cache_dir)
         self.run = 0
         self.unwritten_hits: dict[str, float] = {}
+        #: Set when closing, so background readers stop scanning.
+        self.closing = False
 
     def begin_run(self) -> int:
         self.run = self.usage.begin_run()

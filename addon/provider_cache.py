@@ -13,11 +13,12 @@ import dataclasses
 import logging
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from mitmproxy import ctx, exceptions, http
 
-from addon import flows, keys, records, settings
+from addon import diagnose, flows, keys, records, settings
 from addon.cachefiles import CacheFiles
 from addon.stats import Stats
 from addon.store import Store, StoreError
@@ -49,6 +50,7 @@ class ProviderCache:
         #: Keys whose next request is forwarded and re-recorded even if stored (mitmweb command).
         self.rerecord_keys: set[str] = set()
         self.flusher: asyncio.Task | None = None
+        self.diagnoser = ThreadPoolExecutor(max_workers=1, thread_name_prefix="provider-cache")
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -106,6 +108,10 @@ class ProviderCache:
             self.flusher = None
         if self.files is None:
             return
+        self.files.closing = True
+        self.diagnoser.shutdown(
+            wait=True, cancel_futures=True
+        )  # no transaction may outlive the store
         try:
             self.files.write_stats(self.snapshot())
         except OSError as e:  # logging is already shut down here
@@ -211,14 +217,29 @@ class ProviderCache:
             flow.request.method, url, key, flow.request.http_version
         )
         flow.metadata[META] = {"result": "miss", "key": key}
-        self.stats.miss(host, flow.request.method, url, key, normalized)
+        if self.stats.miss(host, flow.request.method, url, key, normalized):
+            self._diagnose_later(key, normalized)
+
+    def _diagnose_later(self, key: str, normalized: dict) -> None:
+        """Find the closest recorded request off the event loop: a scan can take a while."""
+        self.diagnoser.submit(self._diagnose, self.files, key, normalized)
+
+    def _diagnose(self, files: CacheFiles, key: str, normalized: dict) -> None:
+        candidates = (
+            (entry.key, entry.request)
+            for entry in records.unpack_valid(files.store.scan(stop=lambda: files.closing))
+        )
+        closest = diagnose.closest(normalized, candidates, self.settings.rules)
+        if missed := self.stats.missed.get(key):
+            missed.closest = closest
 
     def _forward(self, flow: http.HTTPFlow, pending: Pending, normalized: dict) -> None:
         url = flows.redacted_url(flow.request, self.settings.rules)
         logger.info("cache miss: %s %s (key %s): forwarding", flow.request.method, url, pending.key)
         flow.metadata[META] = {"result": "miss", "key": pending.key}
         self.pending[flow.id] = pending
-        self.stats.miss(pending.host, flow.request.method, url, pending.key, normalized)
+        if self.stats.miss(pending.host, flow.request.method, url, pending.key, normalized):
+            self._diagnose_later(pending.key, normalized)
 
     def _record(self, flow: http.HTTPFlow, pending: Pending, connection_closed_early: bool) -> bool:
         """Store the answer if it is complete, 2xx and within limits; True if stored."""

@@ -7,6 +7,7 @@ no mitmproxy, no LMDB.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -184,3 +185,12 @@ def _chunks(resp: dict) -> list[bytes] | None:
     if not isinstance(chunks, list) or not all(isinstance(c, bytes) for c in chunks):
         raise CorruptEntry("chunks: not a list of bytes")
     return chunks
+
+
+def unpack_valid(items: Iterable[tuple[bytes, bytes]]) -> Iterator[Entry]:
+    """The decodable entries among stored (key, value) pairs; the others are skipped."""
+    for _, value in items:
+        try:
+            yield unpack(value)
+        except CorruptEntry:
+            continue

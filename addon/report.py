@@ -96,12 +96,22 @@ def render_text(merged: dict, verdict: str) -> str:
         lines.append(f"missed requests ({len(merged['missed'])}):")
         for m in merged["missed"]:
             lines.append(f"  {m['count']}x {m['method']} {m['url']}  key {m['key'][:16]}")
-            body = m.get("request", {}).get("body", "")
-            if body:
-                lines.append(f"      body: {body[:200]}")
+            lines += [f"      {line}" for line in explain(m)]
     if merged["missed_dropped"]:
         lines.append(f"  … and {merged['missed_dropped']} more distinct misses not listed")
     return "\n".join(lines)
+
+
+def explain(missed: dict) -> list[str]:
+    """What differs from the closest recording, or the request body when nothing is close."""
+    closest = missed.get("closest")
+    if closest:
+        more = f" (+{closest['more']} more)" if closest.get("more") else ""
+        lines = [f"closest recording {closest['key'][:16]} differs in:{more}"]
+        return lines + [f"  {d}" for d in closest["differences"]]
+    body = missed.get("request", {}).get("body", "")
+    lines = ["no recording of the same method, host and path"]
+    return lines + ([f"body: {body[:200]}"] if body else [])
 
 
 def render_markdown(merged: dict, verdict: str, passed: bool) -> str:
@@ -117,7 +127,15 @@ def render_markdown(merged: dict, verdict: str, passed: bool) -> str:
     ]
     if merged["missed"]:
         lines += ["", "**Missed requests** (re-record them; see the README):", ""]
-        lines += ["| count | request | key |", "|---:|---|---|"]
+        lines += ["| count | request | key | why it missed |", "|---:|---|---|---|"]
         for m in merged["missed"]:
-            lines.append(f"| {m['count']} | `{m['method']} {m['url']}` | `{m['key'][:16]}` |")
+            why = "<br>".join(_md(line.strip()) for line in explain(m))
+            lines.append(
+                f"| {m['count']} | `{m['method']} {m['url']}` | `{m['key'][:16]}` | {why} |"
+            )
     return "\n".join(lines) + "\n"
+
+
+def _md(text: str) -> str:
+    """Text safe inside a markdown table cell."""
+    return text.replace("|", "\\|").replace("<", "&lt;")

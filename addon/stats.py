@@ -30,6 +30,8 @@ class Missed:
     key: str
     count: int
     request: dict
+    #: The closest recorded request and what differs, filled in by a background thread.
+    closest: dict | None = None
 
 
 @dataclass
@@ -60,7 +62,8 @@ class Stats:
         self._host(host).hits += 1
         self.window.append(True)
 
-    def miss(self, host: str, method: str, url: str, key: str, normalized: dict) -> None:
+    def miss(self, host: str, method: str, url: str, key: str, normalized: dict) -> bool:
+        """Count a miss; True when it is a newly listed request (worth diagnosing)."""
         self.misses += 1
         self._host(host).misses += 1
         self.window.append(False)
@@ -69,8 +72,10 @@ class Stats:
             seen.count += 1
         elif len(self.missed) < MISSED_LIMIT:
             self.missed[key] = Missed(method, url, key, 1, describe(normalized))
+            return True
         else:
             self.missed_dropped += 1
+        return False
 
     def record(self, host: str) -> None:
         self.recorded += 1
@@ -111,7 +116,7 @@ class Stats:
                 host: {**vars(c), "hit_rate": rate(c.hits, c.misses)}
                 for host, c in sorted(self.by_host.items())
             },
-            "missed": [vars(m) for m in self.missed.values()],
+            "missed": [vars(m).copy() for m in list(self.missed.values())],
             "missed_dropped": self.missed_dropped,
         }
 

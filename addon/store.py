@@ -9,6 +9,7 @@ process grew adopts the new size.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
@@ -54,6 +55,9 @@ class Store:
             )
         except (OSError, lmdb.Error) as e:
             raise StoreError(f"cannot open cache store {self.path}: {_reason(e)}") from None
+        #: Held by background readers while they have a transaction open; a map resize
+        #: needs no transaction active in this process.
+        self.resize_lock = threading.Lock()
 
     def close(self) -> None:
         self.env.close()
@@ -115,20 +119,46 @@ class Store:
         with self.env.begin(buffers=False) as txn:
             yield from txn.cursor()
 
+    def scan(self, stop: Callable[[], bool], batch: int = 256) -> Iterator[tuple[bytes, bytes]]:
+        """Every (key, value) for a background thread: short transactions, abandoned on `stop()`.
+
+        Gives up quietly if another process resizes the map meanwhile.
+        """
+        after = b""
+        while not stop():
+            with self.resize_lock:
+                try:
+                    with self.env.begin(buffers=False) as txn:
+                        cursor = txn.cursor()
+                        found = cursor.set_range(after) if after else cursor.first()
+                        rows = []
+                        while found and len(rows) < batch:
+                            if cursor.key() != after:
+                                rows.append((cursor.key(), cursor.value()))
+                            found = cursor.next()
+                except lmdb.MapResizedError:
+                    return
+            yield from rows
+            if not found:
+                return
+            after = rows[-1][0] if rows else after
+
     def __len__(self) -> int:
         return self.env.stat()["entries"]
 
     def _grow(self) -> None:
         size = self.env.info()["map_size"] * 2
         logger.info("cache store %s is full; growing its map to %d MiB", self.path, size >> 20)
-        self.env.set_mapsize(size)
+        with self.resize_lock:
+            self.env.set_mapsize(size)
 
     def _retry_resized(self, op: Callable[[], T]) -> T:
         """Another process grew the map: adopt its size and try once more."""
         try:
             return op()
         except lmdb.MapResizedError:
-            self.env.set_mapsize(0)
+            with self.resize_lock:
+                self.env.set_mapsize(0)
             return op()
 
 

@@ -137,8 +137,9 @@ def test_simulated_pull_request_fails_the_gate_then_passes_after_re_recording(
     assert report.returncode == 1
     missed_lines = [line for line in report.stdout.splitlines() if "x POST " in line]
     assert len(missed_lines) == 1 and "api.openai.com/v1/chat/completions" in missed_lines[0]
-    assert "translate goodbye" in report.stdout
-    assert "translate hello" not in report.stdout and "summarise" not in report.stdout
+    # Which request, and what differs from the closest recording: only that prompt.
+    assert 'body $.messages[0].content: "translate hello" → "translate goodbye"' in report.stdout
+    assert "summarise" not in report.stdout and "colours" not in report.stdout
 
     # The developer re-records; the same CI run now passes the gate.
     assert cache_run("record", *suite(tmp_path, changed)).returncode == 0
