@@ -9,14 +9,16 @@ from pathlib import Path
 
 
 def write_atomically(path: Path, document: dict) -> None:
+    write_atomically_bytes(path, json.dumps(document, indent=2).encode() + b"\n")
+
+
+def write_atomically_bytes(path: Path, data: bytes) -> None:
     """Write to a temporary file beside `path`, flush it to disk, then rename over `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = json.dumps(document, indent=2, sort_keys=False).encode() + b"\n"
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.fchmod(
-            fd, 0o644
-        )  # mkstemp's 0600 would hide the file from a CI step run as another user
+        # mkstemp's 0600 would hide the file from a CI step run as another user.
+        os.fchmod(fd, 0o644)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -92,12 +92,19 @@ def entry_from_json(data: dict) -> Entry:
     )
 
 
-def _headers(headers: list[tuple[bytes, bytes]]) -> list[list[str]]:
-    return [[k.decode("latin-1"), v.decode("latin-1")] for k, v in headers]
+def _headers(headers: list[tuple[bytes, bytes]]) -> list[str]:
+    """One `name: value` line per header (names never contain a colon)."""
+    return [f"{k.decode('latin-1')}: {v.decode('latin-1')}" for k, v in headers]
 
 
-def _unheaders(headers: list[list[str]]) -> list[tuple[bytes, bytes]]:
-    return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+def _unheaders(headers: list[str]) -> list[tuple[bytes, bytes]]:
+    pairs = []
+    for line in headers:
+        name, sep, value = line.partition(": ")
+        if not sep:
+            raise BadExport(f"header line without ': ': {line[:40]!r}")
+        pairs.append((name.encode("latin-1"), value.encode("latin-1")))
+    return pairs
 
 
 def _body(data: bytes) -> dict:

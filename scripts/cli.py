@@ -112,3 +112,32 @@ def run(main: Callable[[argparse.Namespace], int], parser: Parser, argv: list[st
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def recordings_parser() -> Parser:
+    p = Parser(prog="recordings.py", description="Inspect and manage a provider-cache store.")
+    p.add_argument("--cache-dir", default="recordings", help="the store (default: recordings)")
+    sub = p.add_subparsers(dest="action", required=True, parser_class=Parser)
+    ls = sub.add_parser("ls", help="list entries")
+    ls.add_argument("--host", help="host glob, e.g. api.openai.com or *.azure.com")
+    ls.add_argument("--path", help="path glob, e.g. /v1/chat/*")
+    ls.add_argument("--json", action="store_true", help="one JSON object per line")
+    show = sub.add_parser("show", help="show one entry: redacted request, response, chunks")
+    show.add_argument("key", help="a key or a unique prefix of one (6+ characters)")
+    rm = sub.add_parser("rm", help="delete entries")
+    rm.add_argument("keys", nargs="+", metavar="KEY")
+    prune = sub.add_parser("prune", help="delete entries not used in the last N runs")
+    prune.add_argument("--unused-runs", type=int, required=True, metavar="N")
+    prune.add_argument("--dry-run", action="store_true", help="only list what would go")
+    export = sub.add_parser("export", help="diffable text (default) or a .mitm flow file")
+    export.add_argument("-o", "--output", help="file to write (default: stdout, text only)")
+    export.add_argument("--format", choices=("text", "mitm"), default="text")
+    imp = sub.add_parser("import", help="import a text export or a mitmproxy flow file")
+    imp.add_argument("file")
+    merge = sub.add_parser("merge", help="merge another cache directory (newer entry wins)")
+    merge.add_argument("other", metavar="OTHER_DIR")
+    merge.add_argument("--dry-run", action="store_true")
+    sub.add_parser("verify", help="check that every entry decodes; exit 1 if one does not")
+    misses = sub.add_parser("misses", help="the missed requests of a run, with what differs")
+    misses.add_argument("stats_file", nargs="?", help="default: <cache-dir>/stats.json")
+    return p
