@@ -20,7 +20,7 @@ from mitmproxy import ctx, exceptions, http
 
 from addon import diagnose, flows, keys, records, settings
 from addon.cachefiles import CacheFiles
-from addon.stats import Stats
+from addon.stats import Stats, parse_retry_after
 from addon.store import Store, StoreError
 from addon.streaming import StreamRecorder, is_event_stream
 
@@ -173,8 +173,12 @@ class ProviderCache:
 
     def response(self, flow: http.HTTPFlow) -> None:
         pending = self.pending.pop(flow.id, None)
-        if pending is not None:
-            self._record(flow, pending, connection_closed_early=False)
+        if pending is None:
+            return
+        if flow.response.status_code in (429, 503):
+            value = flow.response.headers.get("retry-after", "")
+            self.stats.rate_limit(parse_retry_after(value, time.time()) if value else None)
+        self._record(flow, pending, connection_closed_early=False)
 
     def error(self, flow: http.HTTPFlow) -> None:
         pending = self.pending.pop(flow.id, None)

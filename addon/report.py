@@ -34,6 +34,9 @@ def merge(docs: list[dict]) -> dict:
     modes = sorted({d.get("mode", "?") for d in docs})
     merged["mode"] = modes[0] if len(modes) == 1 else "mixed"
     merged["shards"] = len(docs)
+    merged["rate_limited"] = sum(d.get("rate_limited", 0) for d in docs)
+    waits = [d["retry_after"] for d in docs if d.get("retry_after") is not None]
+    merged["retry_after"] = max(waits) if waits else None
     merged["hit_rate"] = rate(merged["hits"], merged["misses"])
     window_hits = sum(d.get("window", {}).get("hits", 0) for d in docs)
     window_misses = sum(d.get("window", {}).get("misses", 0) for d in docs)

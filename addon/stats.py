@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 
 SCHEMA = 1
 MISSED_LIMIT = 100
@@ -44,6 +45,9 @@ class Stats:
     recorded: int = 0
     passthrough: int = 0
     errors: int = 0
+    #: Upstream answers 429 (or 503) while recording, and the longest retry-after they asked for.
+    rate_limited: int = 0
+    retry_after: float | None = None
 
     def __post_init__(self) -> None:
         self.window: deque[bool] = deque(maxlen=self.window_size)
@@ -86,12 +90,24 @@ class Stats:
         if host:
             self._host(host).errors += 1
 
+    def rate_limit(self, retry_after: float | None) -> None:
+        self.rate_limited += 1
+        if retry_after is not None:
+            self.retry_after = max(self.retry_after or 0.0, retry_after)
+
     def pass_through(self) -> None:
         self.passthrough += 1
 
     def counters(self) -> tuple[int, ...]:
         """Changes whenever anything was counted; cheap enough to poll every second."""
-        return (self.hits, self.misses, self.recorded, self.passthrough, self.errors)
+        return (
+            self.hits,
+            self.misses,
+            self.recorded,
+            self.passthrough,
+            self.errors,
+            self.rate_limited,
+        )
 
     def snapshot(self) -> dict:
         window_hits = sum(self.window)
@@ -105,6 +121,8 @@ class Stats:
             "recorded": self.recorded,
             "passthrough": self.passthrough,
             "errors": self.errors,
+            "rate_limited": self.rate_limited,
+            "retry_after": self.retry_after,
             "hit_rate": rate(self.hits, self.misses),
             "window": {
                 "size": self.window_size,
@@ -136,3 +154,14 @@ def describe(normalized: dict) -> dict:
         "body_kind": normalized["body_kind"],
         "body": text + ("…" if len(body) > BODY_PREVIEW else ""),
     }
+
+
+def parse_retry_after(value: str, now: float) -> float | None:
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date."""
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - now)
+    except (TypeError, ValueError):
+        return None

@@ -141,3 +141,26 @@ def recordings_parser() -> Parser:
     misses = sub.add_parser("misses", help="the missed requests of a run, with what differs")
     misses.add_argument("stats_file", nargs="?", help="default: <cache-dir>/stats.json")
     return p
+
+
+def rebuild_parser() -> Parser:
+    p = Parser(
+        prog="cache_rebuild.py",
+        description="Replay; if the hit rate is short, re-record and verify, with backoff.",
+    )
+    p.add_argument("--min-hit-rate", type=hit_rate, required=True, metavar="F")
+    p.add_argument("--full", action="store_true", help="rebuild from scratch into a fresh store")
+    p.add_argument("--force", action="store_true", help="ignore the backoff window")
+    p.add_argument("--base-delay", type=float, default=30.0, metavar="S", help="default 30")
+    p.add_argument("--factor", type=float, default=2.0, help="default 2")
+    p.add_argument("--max-delay", type=float, default=900.0, metavar="S", help="cap, default 900")
+    p.add_argument("--max-attempts", type=int, default=3, metavar="N", help="default 3")
+    p.add_argument(
+        "--fresh-for",
+        type=float,
+        default=600.0,
+        metavar="S",
+        help="after a verified run, skip checks for this long (default 600)",
+    )
+    add_proxy_arguments(p)
+    return p

@@ -280,6 +280,10 @@ class _Handler(BaseHTTPRequestHandler):
         self._served = self.server.provider._record(
             self.command, self.path, list(self.headers.items()), self._raw_body
         )
+        if failure := self.server.provider._next_failure():
+            status, headers = failure
+            self._send_json(status, _openai_error("scripted failure", "server_error"), headers)
+            return
         url = urlsplit(self.path)
         route = self._route(url.path)
         try:
@@ -598,6 +602,8 @@ class FakeProvider:
         self.directory = directory
         self.pki = pki
         self.chunk_delay = 0.0
+        #: Scripted failures: each request answers the next (status, headers) instead, in order.
+        self.fail_next: list[tuple[int, dict[str, str]]] = []
         self.served = 0
         self.requests: list[JSON] = []
         self.errors: list[BaseException] = []
@@ -619,6 +625,11 @@ class FakeProvider:
     def client_ssl_context(self) -> ssl.SSLContext:
         """A client context trusting only the test CA (httpx/httpx2 deprecate verify=<path>)."""
         return ssl.create_default_context(cafile=str(self.ca_path))
+
+    def _next_failure(self) -> tuple[int, dict[str, str]] | None:
+        """The next scripted failure, if a test queued any in `fail_next`."""
+        with self._lock:
+            return self.fail_next.pop(0) if self.fail_next else None
 
     def _record(self, method: str, path: str, headers: list[tuple[str, str]], body: bytes) -> int:
         with self._lock:

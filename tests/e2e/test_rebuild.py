@@ -1,0 +1,168 @@
+"""cache_rebuild.py against a provider that fails the first attempts, with time injected.
+
+The proxies, the client command and LMDB are real; only the clock is fake, so
+the backoff schedule is exact and no test sleeps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from addon import cachedir
+from addon.store import Store
+from scripts import cli, rebuild
+from tests.conftest import PROVIDER_HOSTS
+from tests.e2e.test_cache_run import suite
+from tests.support import secrets
+from tests.support.proxy import RESOLVE_ADDON, ROOT_DIR
+
+SCRIPT = ROOT_DIR / "scripts" / "cache_rebuild.py"
+
+
+class FakeClock:
+    def __init__(self, start: float = 1_800_000_000.0):
+        self.at = start
+        self.sleeps: list[float] = []
+
+    def now(self) -> float:
+        return self.at
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.at += seconds
+
+
+@pytest.fixture
+def args_for(tmp_path: Path, fake, cache_dir: Path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", secrets.OPENAI_KEY)
+
+    def make(prompts: list[str], *options: str) -> list[str]:
+        args = ["--cache-dir", str(cache_dir), "--confdir", str(tmp_path / "conf")]
+        args += ["--script", str(RESOLVE_ADDON)]
+        args += ["--set", f"ssl_verify_upstream_trusted_ca={fake.ca_path}"]
+        args += [
+            a for h in PROVIDER_HOSTS for a in ("--set", f"test_resolve={h}=127.0.0.1:{fake.port}")
+        ]
+        return [*args, *options, "--", *suite(tmp_path, prompts)]
+
+    return make
+
+
+def run_rebuild(argv: list[str], clock: FakeClock, seed: int = 0) -> int:
+    return rebuild.main(cli.rebuild_parser().parse_args(argv), clock, random.Random(seed))
+
+
+def state(cache_dir: Path) -> dict:
+    return json.loads((cache_dir / cachedir.REBUILD_STATE).read_text())
+
+
+def keys_of(cache_dir: Path) -> set[str]:
+    with Store(cache_dir, readonly=True) as store:
+        return {k.decode() for k, _ in store.items()}
+
+
+def test_backoff_schedule_respects_retry_after_and_verifies(args_for, fake, cache_dir, capsys):
+    clock = FakeClock()
+    assert run_rebuild(args_for(["a", "b"], "--min-hit-rate", "1.0"), clock) == 0
+    assert fake.served == 2 and clock.sleeps == []
+
+    # A third prompt: upstream answers it 429 (retry-after 7), then 500, then properly.
+    fake.fail_next = [(429, {"retry-after": "7"}), (500, {})]
+    argv = args_for(["a", "b", "c"], "--min-hit-rate", "1.0", "--base-delay", "4", "--factor", "2")
+    assert run_rebuild(argv, clock) == 0
+
+    first, second = clock.sleeps
+    assert first == 7.0  # the provider's retry-after is a floor under the jittered delay
+    assert 0 <= second <= 8.0  # full jitter within base·factor after the second failure
+    assert fake.served == 2 + 3  # only "c" went upstream, once per attempt
+    saved = state(cache_dir)
+    assert saved["failures"] == 0 and saved["next_allowed_at"] is None
+    assert saved["last_hit_rate"] == 1.0
+    kinds = [h["kind"] for h in saved["history"]]
+    assert kinds[-4:] == ["check", "attempt 1", "attempt 2", "attempt 3"]
+    assert [round(h["hit_rate"], 3) for h in saved["history"][-4:]] == [0.667, 0.667, 0.667, 1.0]
+    out = capsys.readouterr().out
+    assert "providers rate-limited 1 requests (retry-after 7.0)" in out
+    assert "rebuilt and verified on attempt 3: hit rate 100.0%" in out
+
+
+def test_backoff_state_persists_across_invocations(args_for, fake, cache_dir, capsys):
+    clock = FakeClock()
+    assert run_rebuild(args_for(["a"], "--min-hit-rate", "1.0"), clock) == 0
+    fake.fail_next = [(500, {})] * 2
+    argv = args_for(
+        ["a", "b"], "--min-hit-rate", "1.0", "--max-attempts", "1", "--base-delay", "100"
+    )
+
+    assert run_rebuild(argv, clock) == 1  # attempt fails; backoff saved
+    saved = state(cache_dir)
+    assert saved["failures"] == 1 and saved["next_allowed_at"] > clock.now()
+    served = fake.served
+
+    clock.at += 1  # a CI job a second later: inside the window
+    assert run_rebuild(argv, clock) == 1
+    assert fake.served == served  # nothing ran
+    assert (
+        "in backoff after 1 failed attempt(s); next rebuild allowed at" in capsys.readouterr().out
+    )
+
+    clock.at = saved["next_allowed_at"] + 1  # after the window: tries again, fails again
+    assert run_rebuild(argv, clock) == 1
+    again = state(cache_dir)
+    assert again["failures"] == 2
+    assert again["next_allowed_at"] - clock.now() <= 200  # the window grew: base·factor
+
+    clock.at = again["next_allowed_at"] + 1  # the provider has recovered
+    assert run_rebuild(argv, clock) == 0
+    assert state(cache_dir)["failures"] == 0
+
+
+def test_full_rebuild_swaps_in_a_verified_store_only(args_for, fake, cache_dir):
+    clock = FakeClock()
+    assert run_rebuild(args_for(["stale", "kept"], "--min-hit-rate", "1.0"), clock) == 0
+    assert len(keys_of(cache_dir)) == 2
+
+    assert run_rebuild(args_for(["kept"], "--min-hit-rate", "1.0", "--full"), clock) == 0
+    assert len(keys_of(cache_dir)) == 1  # rebuilt from scratch: the stale entry is gone
+    fresh = cache_dir.parent / f".{cache_dir.name}.rebuild"
+    assert not fresh.exists()
+
+    before = hashlib.sha256((cache_dir / "data.mdb").read_bytes()).hexdigest()
+    fake.fail_next = [(500, {})] * 4
+    argv = args_for(["kept", "new"], "--min-hit-rate", "1.0", "--full", "--max-attempts", "1")
+    assert run_rebuild(argv, clock) == 1
+    after = hashlib.sha256((cache_dir / "data.mdb").read_bytes()).hexdigest()
+    assert after == before and not fresh.exists()  # the old store was never touched
+
+
+def test_one_command_heals_then_a_second_run_does_nothing(args_for, fake, cache_dir, tmp_path):
+    """The issue's acceptance scenario, through the real script."""
+
+    def cli_run(prompts: list[str]) -> subprocess.CompletedProcess:
+        argv = [sys.executable, str(SCRIPT), *args_for(prompts, "--min-hit-rate", "1.0")]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=120)
+
+    assert cli_run(["a"]).returncode == 0
+    healed = cli_run(["a", "b"])  # the suite changed: the gate would fail
+    assert healed.returncode == 0, healed.stdout + healed.stderr
+    assert "rebuilt and verified on attempt 1: hit rate 100.0%" in healed.stdout
+    served = fake.served
+    second = cli_run(["a", "b"])
+    assert second.returncode == 0
+    assert "the cache meets the threshold: nothing to rebuild: hit rate 100.0%" in second.stdout
+    assert fake.served == served
+
+
+def test_bad_usage_exits_2(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--", "true"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2 and "--min-hit-rate" in result.stderr
+    assert "Traceback" not in result.stderr
