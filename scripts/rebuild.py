@@ -147,9 +147,8 @@ class Rebuild:
             check = self.run("replay", self.cache_dir, "check")
             state.note(self.record("check", check))
             if check.meets(self.args.min_hit_rate):
-                return self.succeed(
-                    state, check, "the cache meets the threshold: nothing to rebuild"
-                )
+                message = "the cache meets the threshold: nothing to rebuild" + last_rebuild(state)
+                return self.succeed(state, check, message)
         for number in range(1, self.policy.max_attempts + 1):
             verified = self.attempt(number)
             state.note(self.record(f"attempt {number}", verified))
@@ -220,6 +219,11 @@ class Rebuild:
             f" at {stamp(state.next_allowed_at)}. Run logs and stats: {self.workdir}"
         )
         return BELOW_THRESHOLD
+
+
+def last_rebuild(state: backoff.State) -> str:
+    attempts = [h for h in state.history if h["kind"].startswith("attempt")]
+    return f" (last rebuild {stamp(attempts[-1]['at'])})" if attempts else ""
 
 
 def stamp(at: float) -> str:
