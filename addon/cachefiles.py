@@ -15,10 +15,10 @@ from addon.usage import Usage
 
 
 class CacheFiles:
-    def __init__(self, cache_dir: Path, stats_file: Path):
+    def __init__(self, cache_dir: Path, stats_file: Path, map_size: int):
         self.cache_dir = cache_dir
         self.stats_file = stats_file
-        self.store = Store(cache_dir)
+        self.store = Store(cache_dir, map_size=map_size)
         try:
             self.usage = Usage(cache_dir)
         except BaseException:

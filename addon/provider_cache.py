@@ -88,7 +88,7 @@ class ProviderCache:
         return self.files.store if self.files else None
 
     def _open_files(self, new: settings.Settings) -> None:
-        files = CacheFiles(new.cache_dir, new.stats_file)
+        files = CacheFiles(new.cache_dir, new.stats_file, new.map_size)
         if self.files is not None:
             files.run = self.files.run
             self.files.close()

@@ -18,6 +18,7 @@ from addon.keys import KeyRules
 MODES = ("record", "replay", "refresh", "read-old-write-new")
 DEFAULT_MAX_BODY = "32m"
 DEFAULT_WINDOW = 100
+DEFAULT_MAP_SIZE = "1g"
 
 
 def declare(loader) -> None:
@@ -56,6 +57,12 @@ def declare(loader) -> None:
     loader.add_option(
         "cache_window_size", int, DEFAULT_WINDOW, "Number of recent lookups in the sliding window."
     )
+    loader.add_option(
+        "cache_map_size",
+        str,
+        DEFAULT_MAP_SIZE,
+        "Initial LMDB map size (address space, not disk); it doubles whenever it fills up.",
+    )
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,7 @@ class Settings:
     rules: KeyRules
     max_body_size: int
     window_size: int
+    map_size: int
 
 
 def parse(options) -> Settings:
@@ -79,15 +87,8 @@ def parse(options) -> Settings:
     if not options.cache_dir:
         raise ValueError("cache_dir must not be empty")
     cache_dir = Path(options.cache_dir).expanduser()
-    try:
-        max_body = human.parse_size(options.cache_max_body_size)
-    except ValueError:
-        raise ValueError(
-            "cache_max_body_size must be a size such as 32m or 1g; "
-            f"got {options.cache_max_body_size!r}"
-        ) from None
-    if not max_body or max_body <= 0:
-        raise ValueError("cache_max_body_size must be a positive size such as 32m")
+    max_body = _size(options.cache_max_body_size, "cache_max_body_size", "32m")
+    map_size = _size(options.cache_map_size, "cache_map_size", "1g")
     if options.cache_window_size < 1:
         raise ValueError(f"cache_window_size must be at least 1; got {options.cache_window_size}")
     host_patterns = hosts.expand(options.cache_hosts)
@@ -105,6 +106,7 @@ def parse(options) -> Settings:
         ),
         max_body_size=max_body,
         window_size=options.cache_window_size,
+        map_size=map_size,
     )
 
 
@@ -113,3 +115,13 @@ def _names(values: Sequence[str], option: str) -> tuple[str, ...]:
     if any(not n or any(c.isspace() or c == ":" for c in n) for n in names):
         raise ValueError(f"{option} takes header names (globs allowed); got {list(values)!r}")
     return names
+
+
+def _size(value: str, option: str, example: str) -> int:
+    try:
+        size = human.parse_size(value)
+    except ValueError:
+        size = None
+    if not size or size <= 0:
+        raise ValueError(f"{option} must be a positive size such as {example}; got {value!r}")
+    return size

@@ -20,7 +20,7 @@ def assert_one_clear_line(output: str, message: str) -> None:
             "replay-only",
             "cache_mode must be one of record, replay, refresh, read-old-write-new",
         ),
-        ("cache_max_body_size", "lots", "cache_max_body_size must be a size such as 32m"),
+        ("cache_max_body_size", "lots", "cache_max_body_size must be a positive size such as 32m"),
         ("cache_window_size", "0", "cache_window_size must be at least 1"),
         ("cache_ignore_headers", "x foo", "cache_ignore_headers takes header names"),
     ],
