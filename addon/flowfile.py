@@ -47,8 +47,9 @@ def comment(result: str, key: str, detail: str) -> str:
     return f"cache {result} · {detail} · key {key}"
 
 
-def flow_id(key: str) -> str:
-    return str(uuid.uuid5(_FLOW_ID_NAMESPACE, key))
+def flow_id(key: str, part: str = "flow") -> str:
+    """A fixed id per key (and per part: flow, client, server) so that exports are stable."""
+    return str(uuid.uuid5(_FLOW_ID_NAMESPACE, f"{part}:{key}"))
 
 
 def entry_to_flow(entry: Entry) -> http.HTTPFlow:
@@ -58,6 +59,7 @@ def entry_to_flow(entry: Entry) -> http.HTTPFlow:
         peername=("", 0), sockname=("", 0), timestamp_start=entry.recorded_at
     )
     server = connection.Server(address=(request.host, request.port))
+    client.id, server.id = flow_id(entry.key, "client"), flow_id(entry.key, "server")
     flow = http.HTTPFlow(client, server)
     flow.id = flow_id(entry.key)
     flow.timestamp_created = entry.recorded_at

@@ -95,7 +95,8 @@ class FlowMarkers:
         if meta is None:
             return
         recorded_at = self._recorded_at(meta["key"], since=flow.request.timestamp_start)
-        detail = "not recorded" if recorded_at is None else f"recorded {when(recorded_at)}"
+        outcome = "not recorded" if recorded_at is None else f"recorded {when(recorded_at)}"
+        detail = f"forwarded · {outcome}"
         self._mark(flow, "miss", detail, meta["key"])
 
     def _recorded_at(self, key: str, since: float) -> float | None:

@@ -1,0 +1,313 @@
+"""The mitmweb addons with mitmproxy's own test context (taddons/tflow) and a real LMDB store.
+
+Hooks run through the addon manager in the order addon/cache.py wires them, and
+commands are called from strings, as mitmweb's command bar calls them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from mitmproxy import exceptions, flowfilter, http
+from mitmproxy.addons.view import View
+from mitmproxy.log import ALERT
+from mitmproxy.proxy.layers.http import (
+    HttpErrorHook,
+    HttpRequestHook,
+    HttpResponseHeadersHook,
+    HttpResponseHook,
+)
+from mitmproxy.test import taddons, tflow
+from mitmproxy.tools.web.webaddons import WebAddon
+
+from addon import records
+from addon.flowfile import when
+from addon.provider_cache import ProviderCache
+from addon.webui import CacheCommands, FlowMarkers
+
+OPENAI = "api.openai.com"
+
+
+@pytest.fixture
+def cache() -> Iterator[ProviderCache]:
+    addon = ProviderCache()
+    yield addon
+    addon.done()
+
+
+@pytest.fixture
+def tctx(cache: ProviderCache, tmp_path: Path) -> Iterator[taddons.context]:
+    with taddons.context(View(), cache, FlowMarkers(cache), CacheCommands(cache)) as ctx:
+        ctx.configure(cache, cache_dir=str(tmp_path / "cache"))
+        yield ctx
+
+
+def provider_flow(content: str = "hello", host: str = OPENAI) -> http.HTTPFlow:
+    request = tflow.treq(
+        host=host,
+        port=443,
+        scheme=b"https",
+        method=b"POST",
+        path=b"/v1/chat/completions",
+        content=f'{{"model": "m", "prompt": "{content}"}}'.encode(),
+    )
+    request.headers["content-type"] = "application/json"
+    request.timestamp_start = time.time()
+    return tflow.tflow(req=request)
+
+
+def send(tctx: taddons.context, flow: http.HTTPFlow, status: int = 200) -> http.HTTPFlow:
+    """One exchange through every addon; upstream answers unless the cache already did."""
+    tctx.master.addons.trigger(HttpRequestHook(flow))
+    if flow.response is None:
+        flow.response = http.Response.make(status, b'{"ok": true}', {"content-type": "json"})
+        tctx.master.addons.trigger(HttpResponseHeadersHook(flow))
+    tctx.master.addons.trigger(HttpResponseHook(flow))
+    return flow
+
+
+def key_of(flow: http.HTTPFlow) -> str:
+    return flow.metadata["provider_cache"]["key"]
+
+
+def shown(tctx: taddons.context, *flows: http.HTTPFlow) -> None:
+    tctx.master.addons.get("view").add(flows)
+
+
+def command(tctx: taddons.context, name: str, *args: str):
+    return tctx.master.commands.call_strings(name, list(args))
+
+
+# -- markers -------------------------------------------------------------------
+
+
+def test_hit_is_marked_with_when_it_was_recorded_and_its_key(tctx, cache):
+    send(tctx, provider_flow())
+    hit = send(tctx, provider_flow())
+    recorded_at = hit.metadata["provider_cache"]["recorded_at"]
+    assert hit.marked == ":white_check_mark:"
+    assert hit.comment == f"cache hit · recorded {when(recorded_at)} · key {key_of(hit)}"
+
+
+def test_forwarded_miss_says_it_was_recorded(tctx, cache):
+    miss = send(tctx, provider_flow())
+    (_, value), *_ = cache.store.items()
+    recorded_at = records.unpack(value).recorded_at
+    assert miss.marked == ":x:"
+    assert miss.comment == (
+        f"cache miss · forwarded · recorded {when(recorded_at)} · key {key_of(miss)}"
+    )
+
+
+def test_forwarded_miss_shows_forwarded_while_waiting(tctx):
+    flow = provider_flow()
+    tctx.master.addons.trigger(HttpRequestHook(flow))
+    assert flow.comment == f"cache miss · forwarded · key {key_of(flow)}"
+
+
+@pytest.mark.parametrize("mode", ["record", "refresh"])
+def test_error_answer_is_a_miss_not_recorded_even_with_an_older_entry(tctx, cache, mode):
+    older = send(tctx, provider_flow())
+    tctx.configure(cache, cache_mode=mode)
+    cache.rerecord_keys.add(key_of(older))  # in record mode, forward it anyway
+    failed = send(tctx, provider_flow(), status=500)
+    assert failed.comment == f"cache miss · forwarded · not recorded · key {key_of(failed)}"
+
+
+def test_broken_exchange_is_a_miss_not_recorded(tctx):
+    flow = provider_flow()
+    tctx.master.addons.trigger(HttpRequestHook(flow))
+    flow.error = tflow.terr()
+    tctx.master.addons.trigger(HttpErrorHook(flow))
+    assert flow.marked == ":x:"
+    assert flow.comment.startswith("cache miss · forwarded · not recorded · key ")
+
+
+def test_replay_miss_is_marked_as_answered_locally(tctx, cache):
+    tctx.configure(cache, cache_mode="replay")
+    miss = send(tctx, provider_flow())
+    assert miss.response.status_code == 404
+    assert miss.marked == ":x:"
+    assert miss.comment == f"cache miss · no recording (replay mode) · key {key_of(miss)}"
+
+
+def test_passthrough_flow_is_left_alone(tctx):
+    flow = send(tctx, provider_flow(host="example.com"))
+    assert (flow.marked, flow.comment) == ("", "")
+
+
+def test_endpoint_flow_is_recognisable(tctx):
+    flow = tflow.tflow(req=tflow.treq(host="provider-cache.internal", port=80, path=b"/stats"))
+    tctx.master.addons.trigger(HttpRequestHook(flow))
+    assert flow.marked == ":bar_chart:"
+    assert flow.comment == "provider-cache endpoint · not counted"
+
+
+def test_flow_read_from_a_file_keeps_its_own_comment(tctx):
+    flow = provider_flow()
+    flow.live = False
+    flow.metadata["provider_cache"] = {"result": "stored", "key": "k"}
+    flow.comment = "cache entry · recorded … · key k"
+    tctx.master.addons.trigger(HttpRequestHook(flow))
+    assert flow.comment == "cache entry · recorded … · key k"
+
+
+def test_readme_filter_expressions(tctx, cache):
+    """The expressions the README documents, in mitmproxy's own filter language."""
+    miss = send(tctx, provider_flow("a"))
+    hit = send(tctx, provider_flow("a"))
+    other = send(tctx, provider_flow("b", host="api.anthropic.com"))
+    passthrough = send(tctx, provider_flow(host="example.com"))
+    flows = {"miss": miss, "hit": hit, "other": other, "passthrough": passthrough}
+    expected = {
+        '~comment "cache miss"': {"miss", "other"},
+        '~comment "cache hit"': {"hit"},
+        "~replays": {"hit"},
+        "~d api.openai.com": {"miss", "hit"},
+        '~d api.openai.com & ~comment "cache miss"': {"miss"},
+        "~hs x-provider-cache": {"miss", "hit", "other"},
+        f"~comment {key_of(hit)[:12]}": {"miss", "hit"},
+    }
+    for expression, names in expected.items():
+        matches = flowfilter.parse(expression)
+        assert {n for n, f in flows.items() if matches(f)} == names, expression
+
+
+def test_comment_column_is_added_to_mitmweb_defaults(cache):
+    markers = FlowMarkers(cache)
+    with taddons.context(WebAddon(), markers) as ctx:
+        markers.running()
+        assert ctx.options.web_columns[-1] == "comment"
+
+
+def test_chosen_mitmweb_columns_are_kept(cache):
+    markers = FlowMarkers(cache)
+    with taddons.context(WebAddon(), markers) as ctx:
+        ctx.options.update(web_columns=["path", "status"])
+        markers.running()
+        assert ctx.options.web_columns == ["path", "status"]
+
+
+def test_no_web_options_under_mitmdump(cache):
+    markers = FlowMarkers(cache)
+    with taddons.context(markers):
+        markers.running()  # nothing to do, no error
+
+
+# -- commands ------------------------------------------------------------------
+
+
+def test_forget_deletes_the_entries_of_the_selected_flows(tctx, cache, caplog):
+    caplog.set_level(logging.INFO)
+    kept, forgotten = send(tctx, provider_flow("kept")), send(tctx, provider_flow("bad"))
+    passthrough = send(tctx, provider_flow(host="example.com"))
+    shown(tctx, kept, forgotten, passthrough)
+    key = key_of(forgotten)
+
+    message = command(tctx, "cache.forget", f"~comment {key[:16]}")
+
+    assert message == "provider-cache: forgot 1 of 1 entries"
+    assert cache.store.get(key.encode()) is None
+    assert cache.store.get(key_of(kept).encode()) is not None
+    assert forgotten.comment.endswith(" · forgotten") and "forgotten" not in kept.comment
+    assert any(r.levelno == ALERT and r.message == message for r in caplog.records)
+    again = send(tctx, provider_flow("bad"))
+    assert again.metadata["provider_cache"]["result"] == "miss"
+
+
+def test_forget_a_flow_the_user_marked_in_mitmweb(tctx, cache):
+    """The README's recipe: Mark▾ 🔴 on the bad flow, then `cache.forget "~marker red"`."""
+    good, bad = send(tctx, provider_flow("good")), send(tctx, provider_flow("bad"))
+    shown(tctx, good, bad)
+    bad.marked = ":red_circle:"  # what mitmweb's Mark menu sets
+    assert command(tctx, "cache.forget", "~marker red") == "provider-cache: forgot 1 of 1 entries"
+    assert cache.store.get(key_of(bad).encode()) is None
+    assert cache.store.get(key_of(good).encode()) is not None
+
+
+def test_forget_counts_entries_already_gone(tctx):
+    flow = send(tctx, provider_flow())
+    shown(tctx, flow, send(tctx, provider_flow()))  # a miss and a hit of one key
+    command(tctx, "cache.forget", "@all")
+    assert command(tctx, "cache.forget", "@all") == "provider-cache: forgot 0 of 1 entries"
+    assert flow.comment.count("forgotten") == 1
+
+
+def test_forget_without_cached_flows_says_so(tctx):
+    shown(tctx, send(tctx, provider_flow(host="example.com")))
+    message = command(tctx, "cache.forget", "@all")
+    assert "none of the selected flows is a cached provider flow" in message
+    assert "0 of 0" in command(tctx, "cache.forget", "@focus")
+
+
+def test_rerecord_forwards_the_next_request_and_records_it_again(tctx, cache):
+    first = send(tctx, provider_flow())
+    shown(tctx, first)
+    message = command(tctx, "cache.rerecord", "@all")
+    assert message == "provider-cache: 1 entries will be re-recorded on their next request"
+    assert cache.rerecord_keys == {key_of(first)}
+    assert first.comment.endswith(" · re-record on next request")
+
+    again = send(tctx, provider_flow())
+    assert again.metadata["provider_cache"]["result"] == "miss"
+    assert "forwarded · recorded" in again.comment
+    assert cache.rerecord_keys == set()
+    assert send(tctx, provider_flow()).metadata["provider_cache"]["result"] == "hit"
+
+
+def test_rerecord_in_replay_mode_warns_that_nothing_is_forwarded(tctx, cache):
+    shown(tctx, send(tctx, provider_flow()))
+    tctx.configure(cache, cache_mode="replay")
+    assert "cache_mode=replay never forwards" in command(tctx, "cache.rerecord", "@all")
+
+
+def test_stats_shows_this_runs_counters(tctx, caplog):
+    caplog.set_level(logging.INFO)
+    send(tctx, provider_flow())
+    send(tctx, provider_flow())
+    line = command(tctx, "cache.stats")
+    assert line == "mode record: 1 hits, 1 misses, 1 recorded, 0 passthrough, 0 errors"
+    alert = next(r.message for r in caplog.records if r.levelno == ALERT)
+    assert alert.startswith("provider-cache: hit rate 50.0% (2 lookups)")
+    assert "missed requests (1):" in alert
+
+
+def test_load_shows_every_entry_once(tctx, cache):
+    send(tctx, provider_flow("a"))
+    send(tctx, provider_flow("b"))
+    cache.store.put(b"corrupt", b"\xc1 not msgpack")
+    view = tctx.master.addons.get("view")
+    message = command(tctx, "cache.load")
+    assert message.startswith("provider-cache: loaded 2 entries from ")
+    assert message.endswith("; 1 unreadable entries skipped")
+    assert len(view) == 2
+    assert {f.marked for f in view} == {":floppy_disk:"}
+    assert all(f.comment.startswith("cache entry · recorded ") for f in view)
+    assert "(2 already shown)" in command(tctx, "cache.load")
+    assert len(view) == 2
+
+
+def test_loaded_entries_can_be_forgotten(tctx, cache):
+    send(tctx, provider_flow())
+    command(tctx, "cache.load")
+    assert command(tctx, "cache.forget", "@all") == "provider-cache: forgot 1 of 1 entries"
+    assert len(cache.store) == 0
+
+
+def test_load_needs_a_view(cache, tmp_path):
+    with taddons.context(cache, CacheCommands(cache)) as ctx:
+        ctx.configure(cache, cache_dir=str(tmp_path / "cache"))
+        with pytest.raises(exceptions.CommandError, match="needs a flow view"):
+            ctx.master.commands.call("cache.load")
+
+
+def test_commands_without_a_store_say_so(cache):
+    with (
+        taddons.context(View(), cache, CacheCommands(cache)) as ctx,
+        pytest.raises(exceptions.CommandError, match="no store open"),
+    ):
+        ctx.master.commands.call_strings("cache.forget", ["@all"])
