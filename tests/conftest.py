@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 
 from tests.support.fake_provider import FakeProvider
 from tests.support.proxy import Mitmdump, free_port
+from tests.support.secrets import files_containing_secrets
 
 #: Upstream host names the fake provider answers for, as real SDKs send them.
 PROVIDER_HOSTS = ("api.openai.com", "api.anthropic.com", "generativelanguage.googleapis.com")
@@ -32,12 +34,24 @@ _CLIENT_VARS = (
 
 
 @pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No test sees the developer's proxy, CA or API keys, or writes to ~/.mitmproxy."""
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """No test sees the developer's proxy, CA or API keys, or writes to ~/.mitmproxy.
+
+    Temporary files (proxy logs, rebuild work directories) go under the test's own
+    directory; after the test, every byte written there — stores, stats files,
+    exports, logs — is scanned for the planted API keys.
+    """
     for name in _CLIENT_VARS:
         monkeypatch.delenv(name, raising=False)
         monkeypatch.delenv(name.lower(), raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temp))
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    yield
+    leaks = files_containing_secrets(tmp_path)
+    assert leaks == [], f"planted API keys written to disk: {leaks}"
 
 
 @pytest.fixture

@@ -45,6 +45,7 @@ def test_no_key_in_any_form_is_written_to_disk(
 
     assert (cache_dir / "data.mdb").stat().st_size > 0
     assert files_containing_secrets(cache_dir, proxy.log_path) == []
-    control = tmp_path / "control.txt"  # the scan itself finds a key where there is one
+    # The scan itself finds a key where there is one.
+    control = tmp_path / f"control{secrets.CONTROL_SUFFIX}"
     control.write_text(f"x{secrets.AZURE_KEY}x")
     assert files_containing_secrets(control) != []

@@ -12,6 +12,8 @@ Misbehaviour is selected by the ``model`` field of the JSON body:
 * ``cut-stream``: two SSE events, then the TCP connection is shut down mid-body.
 * ``linger``: full SSE stream, then a 3 s pause before the terminating zero-length chunk.
 * ``slow``: 0.5 s between SSE events regardless of ``chunk_delay``.
+* ``cut-json``: a JSON response cut short: content-length 4096, a few bytes, then a reset.
+* ``hang``: no answer at all, until the fake shuts down (or 30 s pass).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from tests.support.certs import TestPKI, make_test_ca
 
 CREATED = 1700000000
 LINGER_SECONDS = 3.0
+HANG_SECONDS = 30.0
 SLOW_DELAY = 0.5
 MODELS = ("gpt-4o-mini", "gpt-4o", "text-embedding-3-small")
 
@@ -291,7 +294,7 @@ class _Handler(BaseHTTPRequestHandler):
         except BadRequest as exc:
             self._send_json(400, _openai_error(str(exc), "invalid_request_error"))
 
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _dispatch
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_PROPFIND = do_PURGE = _dispatch
 
     def _route(self, path: str) -> Callable[[str, str], None]:
         routes: dict[tuple[str, str], Callable[[str, str], None]] = {
@@ -427,6 +430,21 @@ class _Handler(BaseHTTPRequestHandler):
         prompt = _last_content(body.get("messages") or [])
         answer = "echo: " + prompt
         assert self._served is not None
+        if model == "cut-json":  # promise a long body, send a little, drop the connection
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", "4096")
+            self.end_headers()
+            self.wfile.write(b'{"id": "partial", "choices": [')
+            self.wfile.flush()
+            self._cut_connection()
+            return
+        if model == "hang":  # accept the request and never answer (until the fake shuts down)
+            deadline = time.monotonic() + HANG_SECONDS
+            while not self.server.provider.closing and time.monotonic() < deadline:
+                time.sleep(0.05)
+            self._cut_connection()
+            return
         if body.get("stream"):
             self._stream(_chat_stream_events(self._served, body, prompt, answer), model)
         else:
