@@ -94,13 +94,20 @@ class FlowMarkers:
         meta = cache_meta(flow)
         if meta is None:
             return
-        recorded_at = self._recorded_at(meta["key"], since=flow.request.timestamp_start)
+        since = flow.request.timestamp_start
+        recorded_at = meta.get("recorded_at")
+        if not isinstance(recorded_at, float | int) or recorded_at < since:
+            recorded_at = self._recorded_at(meta["key"], since)
         outcome = "not recorded" if recorded_at is None else f"recorded {when(recorded_at)}"
         detail = f"forwarded · {outcome}"
         self._mark(flow, "miss", detail, meta["key"])
 
     def _recorded_at(self, key: str, since: float) -> float | None:
-        """When the entry for key was written, if it was written during this flow."""
+        """When the entry for key was written, if it was written during this flow.
+
+        Read back from the store because ProviderCache does not (yet) put the time of a
+        recording into the flow's metadata; when it does, that is used instead.
+        """
         if self.cache.store is None:
             return None
         data = self.cache.store.get(key.encode())
@@ -149,9 +156,12 @@ class CacheCommands:
         """This run's counters, as the stats file has them; the details go to the event log."""
         merged = report.merge([self.cache.snapshot()])
         _, verdict = report.gate(merged, None)
-        text = report.render_text(merged, verdict)
-        logger.log(ALERT, text)
-        return text.splitlines()[1]
+        logger.log(ALERT, report.render_text(merged, verdict))
+        return (
+            f"mode {merged['mode']}: {merged['hits']} hits, {merged['misses']} misses "
+            f"({report.percent(merged['hit_rate'])}), {merged['recorded']} recorded, "
+            f"{merged['passthrough']} passthrough, {merged['errors']} errors"
+        )
 
     @command.command("cache.load")
     def load_store(self) -> str:  # not `load`: mitmproxy calls an addon's load(loader) hook

@@ -103,6 +103,15 @@ def test_forwarded_miss_says_it_was_recorded(tctx, cache):
     )
 
 
+def test_recording_time_in_the_metadata_is_used_when_present(tctx, cache):
+    flow = provider_flow()
+    tctx.master.addons.trigger(HttpRequestHook(flow))
+    flow.response = http.Response.make(500, b"{}")  # not recorded, so the store has nothing
+    flow.metadata["provider_cache"]["recorded_at"] = flow.request.timestamp_start + 1
+    tctx.master.addons.trigger(HttpResponseHook(flow))
+    assert f"forwarded · recorded {when(flow.request.timestamp_start + 1)}" in flow.comment
+
+
 def test_forwarded_miss_shows_forwarded_while_waiting(tctx):
     flow = provider_flow()
     tctx.master.addons.trigger(HttpRequestHook(flow))
@@ -270,7 +279,7 @@ def test_stats_shows_this_runs_counters(tctx, caplog):
     send(tctx, provider_flow())
     send(tctx, provider_flow())
     line = command(tctx, "cache.stats")
-    assert line == "mode record: 1 hits, 1 misses, 1 recorded, 0 passthrough, 0 errors"
+    assert line == "mode record: 1 hits, 1 misses (50.0%), 1 recorded, 0 passthrough, 0 errors"
     alert = next(r.message for r in caplog.records if r.levelno == ALERT)
     assert alert.startswith("provider-cache: hit rate 50.0% (2 lookups)")
     assert "missed requests (1):" in alert
