@@ -10,8 +10,9 @@ Two small addons, both after ProviderCache in `addons` so that its metadata
   `cache.load` to mitmproxy's command bar.
 
 mitmweb's command bar has no notion of the flow selected in the browser (`@focus`
-is empty there), so the commands are meant for `@marked`-style specs and filter
-expressions: `cache.forget "~comment 2dc6f02a"` forgets the entry with that key.
+is empty there), and every provider flow carries a marker (`@marked` is all of them),
+so the commands are meant for filter expressions: `cache.forget "~comment 2dc6f02a"`
+forgets the entry with that key, `cache.forget "~marker red"` those the user marked 🔴.
 """
 
 from __future__ import annotations
