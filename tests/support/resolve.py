@@ -1,22 +1,32 @@
 """Test-only mitmproxy addon: a hosts file for upstream connections.
 
-`--set test_resolve=api.openai.com=127.0.0.1:8443` sends upstream connections for
-that host to the tests' fake provider, while the request itself (Host header, SNI,
-URL, cache key) still names the real provider, as in production.
+`--set test_resolve=api.openai.com=127.0.0.1:8443` makes name resolution inside
+mitmdump answer 127.0.0.1:8443 for that host (port included), so upstream
+connections reach the tests' fake provider while everything mitmproxy and the
+cache see (Host header, SNI, URL, key, connection reuse) still names the real
+provider, as in production. It works at the resolver, not by rewriting the
+connection's address, because mitmproxy reuses upstream connections by address.
 """
 
+import socket
 from collections.abc import Sequence
 
 from mitmproxy import ctx, exceptions
-from mitmproxy.proxy import server_hooks
+
+_real_getaddrinfo = socket.getaddrinfo
+TABLE: dict[str, tuple[str, int]] = {}
+
+
+def _getaddrinfo(host, port, *args, **kwargs):
+    if isinstance(host, str) and (target := TABLE.get(host.lower())):
+        return _real_getaddrinfo(target[0], target[1], *args, **kwargs)
+    return _real_getaddrinfo(host, port, *args, **kwargs)
 
 
 class Resolve:
-    def __init__(self) -> None:
-        self.table: dict[str, tuple[str, int]] = {}
-
     def load(self, loader) -> None:
         loader.add_option("test_resolve", Sequence[str], [], "host=ip:port upstream overrides")
+        socket.getaddrinfo = _getaddrinfo
 
     def configure(self, updated: set[str]) -> None:
         if "test_resolve" not in updated:
@@ -28,11 +38,11 @@ class Resolve:
             if not sep or not ip or not port.isdigit():
                 raise exceptions.OptionsError(f"test_resolve wants host=ip:port, got {item!r}")
             table[host.lower()] = (ip, int(port))
-        self.table = table
+        TABLE.clear()
+        TABLE.update(table)
 
-    def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
-        if data.server.address and (target := self.table.get(data.server.address[0].lower())):
-            data.server.address = target
+    def done(self) -> None:
+        socket.getaddrinfo = _real_getaddrinfo
 
 
 addons = [Resolve()]
