@@ -77,6 +77,7 @@ def test_kill_9_at_random_points_loses_nothing_complete(start_proxy, use_proxy, 
     )
     assert verify.returncode == 0, verify.stdout
     assert len(completed) > 40  # the kills landed while traffic flowed
+    print(f"{ROUNDS} kills; {verify.stdout.strip()}; {len(completed)} complete answers replayed")
 
     use_proxy(start_proxy("replay", offline=True))
     with httpx.Client(timeout=10) as http:

@@ -66,3 +66,4 @@ def test_concurrent_mixed_load_counts_exactly(start_proxy, use_proxy, fake):
     assert stats["recorded"] == stats["misses"] and stats["errors"] == 0
     assert stats["hits"] + stats["misses"] == total + RECORDED
     assert fake.served == stats["misses"]
+    print(f"{total} requests from {CLIENTS} clients: {seen['hit']} hits, {seen['miss']} misses")
