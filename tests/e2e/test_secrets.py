@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import anthropic
 import httpx
 import openai
 
 from tests.support import secrets
+from tests.support.proxy import ROOT_DIR
 from tests.support.secrets import files_containing_secrets
 
 
@@ -44,7 +48,25 @@ def test_no_key_in_any_form_is_written_to_disk(
     assert proxy.stop() == 0
 
     assert (cache_dir / "data.mdb").stat().st_size > 0
-    assert files_containing_secrets(cache_dir, proxy.log_path) == []
+    exports = [tmp_path / "export.json", tmp_path / "export.mitm"]
+    for path, fmt in zip(exports, ("text", "mitm"), strict=True):
+        subprocess.run(
+            [
+                sys.executable,
+                str(ROOT_DIR / "scripts/recordings.py"),
+                "--cache-dir",
+                str(cache_dir),
+                "export",
+                "--format",
+                fmt,
+                "-o",
+                str(path),
+            ],
+            check=True,
+            capture_output=True,
+        )
+    assert b"<redacted>" in exports[0].read_bytes()  # the echoed copies were scrubbed
+    assert files_containing_secrets(cache_dir, proxy.log_path, *exports) == []
     # The scan itself finds a key where there is one.
     control = tmp_path / f"control{secrets.CONTROL_SUFFIX}"
     control.write_text(f"x{secrets.AZURE_KEY}x")
