@@ -259,18 +259,18 @@ class ProviderCache:
             return False
         chunks = recorder.chunks if recorder is not None else None
         entry = flows.make_entry(flow, pending.key, self.settings.rules, chunks)
-        if entry is not None:
-            entry.meta["recorded_run"] = self.files.run
         if entry is None:
             logger.warning("response for key %s has an undecodable body: not recorded", pending.key)
             self.stats.error(pending.host)
             return False
+        entry.meta["recorded_run"] = self.files.run
         try:
             self.store.put(pending.key.encode(), records.pack(entry))
         except StoreError as e:
             logger.error("could not record key %s: %s", pending.key, e)
             self.stats.error(pending.host)
             return False
+        flow.metadata[META]["recorded_at"] = entry.recorded_at  # for mitmweb's comment
         self.stats.record(pending.host)
         self.rerecord_keys.discard(pending.key)
         return True

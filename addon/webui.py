@@ -95,28 +95,9 @@ class FlowMarkers:
         meta = cache_meta(flow)
         if meta is None:
             return
-        since = flow.request.timestamp_start
-        recorded_at = meta.get("recorded_at")
-        if not isinstance(recorded_at, float | int) or recorded_at < since:
-            recorded_at = self._recorded_at(meta["key"], since)
+        recorded_at = meta.get("recorded_at")  # set by ProviderCache once the answer is stored
         outcome = "not recorded" if recorded_at is None else f"recorded {when(recorded_at)}"
-        detail = f"forwarded · {outcome}"
-        self._mark(flow, "miss", detail, meta["key"])
-
-    def _recorded_at(self, key: str, since: float) -> float | None:
-        """When the entry for key was written, if it was written during this flow.
-
-        Read back from the store because ProviderCache does not (yet) put the time of a
-        recording into the flow's metadata; when it does, that is used instead.
-        """
-        if self.cache.store is None:
-            return None
-        data = self.cache.store.get(key.encode())
-        try:
-            entry = records.unpack(data) if data is not None else None
-        except records.CorruptEntry:
-            return None
-        return entry.recorded_at if entry is not None and entry.recorded_at >= since else None
+        self._mark(flow, "miss", f"forwarded · {outcome}", meta["key"])
 
     @staticmethod
     def _mark(flow: http.HTTPFlow, result: str, detail: str, key: str) -> None:
