@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 import socket
 import ssl
+import subprocess
+import sys
 from pathlib import Path
+
+from tests.support.proxy import ROOT_DIR
 
 CHAT = "https://api.openai.com/v1/chat/completions"
 ECHO = "https://api.openai.com/v1/echo"
@@ -32,3 +36,19 @@ def raw_https(proxy_port: int, ca: Path, host: str, request: bytes, timeout: flo
             while chunk := tls.recv(65536):
                 chunks.append(chunk)
             return b"".join(chunks)
+
+
+def verify_store(cache_dir: Path) -> subprocess.CompletedProcess:
+    """`recordings.py verify`, as a user runs it (read-only; fine beside running proxies)."""
+    return subprocess.run(
+        [
+            sys.executable,
+            str(ROOT_DIR / "scripts/recordings.py"),
+            "--cache-dir",
+            str(cache_dir),
+            "verify",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import random
 import signal
-import subprocess
-import sys
 import threading
 import time
 
 import httpx
 
-from tests.reliability.clients import CHAT, chat_body
-from tests.support.proxy import ROOT_DIR
+from tests.reliability.clients import CHAT, chat_body, verify_store
 
 ROUNDS = 4
 CLIENTS = 6
@@ -63,18 +60,7 @@ def test_kill_9_at_random_points_loses_nothing_complete(start_proxy, use_proxy, 
         runner.join(30)
         completed += done
 
-    verify = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT_DIR / "scripts/recordings.py"),
-            "--cache-dir",
-            str(cache_dir),
-            "verify",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    verify = verify_store(cache_dir)
     assert verify.returncode == 0, verify.stdout
     assert len(completed) > 40  # the kills landed while traffic flowed
     print(f"{ROUNDS} kills; {verify.stdout.strip()}; {len(completed)} complete answers replayed")

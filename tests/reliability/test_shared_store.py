@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import json
 import ssl
-import subprocess
-import sys
 import threading
 
 import httpx
 
-from tests.reliability.clients import ECHO
-from tests.support.proxy import ROOT_DIR
+from tests.reliability.clients import ECHO, verify_store
 
 PROXIES = 3
 PER_PROXY = 25
@@ -40,18 +37,7 @@ def test_processes_share_one_store_and_grow_its_map(start_proxy, fake, cache_dir
 
     def reader() -> None:  # recordings.py reading while the writers grow the map
         while not stop.is_set():
-            ls = subprocess.run(
-                [
-                    sys.executable,
-                    str(ROOT_DIR / "scripts/recordings.py"),
-                    "--cache-dir",
-                    str(cache_dir),
-                    "verify",
-                ],
-                capture_output=True,
-                text=True,
-                timeout=60,
-            )
+            ls = verify_store(cache_dir)
             if ls.returncode != 0:
                 reader_errors.append(ls.stdout + ls.stderr)
 
