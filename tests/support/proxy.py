@@ -70,6 +70,7 @@ class Mitmdump:
             confdir=self.confdir,
             log_path=self.workdir / f"{self.program}-{index}.log",
             program=self.program,
+            quiet=False,  # tests read the per-flow log lines
         )
         try:
             self.managed.start(timeout=30)
