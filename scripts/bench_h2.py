@@ -15,7 +15,7 @@ import h2.config
 import h2.connection
 import h2.events
 
-from scripts.bench_net import CLIENT_HEADERS, PATH, Result, Target
+from scripts.bench_net import CLIENT_HEADERS, PATH, Result, Target, open_tunnel
 
 #: Connection-specific headers are not allowed in HTTP/2 (RFC 9113 §8.2.2).
 _H1_ONLY = {"connection", "keep-alive", "transfer-encoding", "upgrade", "proxy-connection"}
@@ -33,14 +33,7 @@ class H2Connection:
         self.headers = headers
 
     async def open(self) -> H2Connection:
-        t = self.target
-        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", t.proxy_port)
-        authority = f"{t.host}:{t.port}"
-        self.writer.write(f"CONNECT {authority} HTTP/1.1\r\nhost: {authority}\r\n\r\n".encode())
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        if not head.startswith(b"HTTP/1.1 200"):
-            raise ConnectionError(f"CONNECT refused: {head[:40]!r}")
-        await self.writer.start_tls(self.context, server_hostname=t.host)
+        self.reader, self.writer = await open_tunnel(self.target, self.context)
         alpn = self.writer.get_extra_info("ssl_object").selected_alpn_protocol()
         if alpn != "h2":
             raise ConnectionError(f"the proxy did not negotiate HTTP/2 (ALPN {alpn!r})")

@@ -158,6 +158,20 @@ def client_context(ca: Path, alpn: list[str] | None = None) -> ssl.SSLContext:
     return context
 
 
+async def open_tunnel(
+    t: Target, context: ssl.SSLContext
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A TLS connection to the target through the proxy's CONNECT tunnel."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", t.proxy_port)
+    authority = f"{t.host}:{t.port}"
+    writer.write(f"CONNECT {authority} HTTP/1.1\r\nhost: {authority}\r\n\r\n".encode())
+    head = await reader.readuntil(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 200"):
+        raise ConnectionError(f"CONNECT refused: {head[:40]!r}")
+    await writer.start_tls(context, server_hostname=t.host)
+    return reader, writer
+
+
 class Connection:
     """One keep-alive HTTPS connection through the proxy's CONNECT tunnel."""
 
@@ -170,14 +184,7 @@ class Connection:
         )
 
     async def open(self) -> Connection:
-        t = self.target
-        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", t.proxy_port)
-        authority = f"{t.host}:{t.port}"
-        self.writer.write(f"CONNECT {authority} HTTP/1.1\r\nhost: {authority}\r\n\r\n".encode())
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        if not head.startswith(b"HTTP/1.1 200"):
-            raise ConnectionError(f"CONNECT refused: {head[:40]!r}")
-        await self.writer.start_tls(self.context, server_hostname=t.host)
+        self.reader, self.writer = await open_tunnel(self.target, self.context)
         return self
 
     async def request(self, body: bytes) -> Result:
