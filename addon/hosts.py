@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fnmatch import fnmatchcase
+from addon.globs import NameMatcher
 
 #: Hosts whose traffic is cached unless `cache_hosts` says otherwise.
 BUILTIN_HOSTS: tuple[str, ...] = (
@@ -50,13 +50,8 @@ def expand(patterns: list[str] | tuple[str, ...]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(out))
 
 
-class HostMatcher:
-    """Exact names are a set lookup; only glob patterns are matched one by one."""
-
-    def __init__(self, patterns: tuple[str, ...]):
-        self.exact = frozenset(p for p in patterns if not any(c in p for c in "*?["))
-        self.globs = tuple(p for p in patterns if p not in self.exact)
+class HostMatcher(NameMatcher):
+    """Host names: case and a trailing dot do not matter."""
 
     def __call__(self, host: str) -> bool:
-        host = host.lower().rstrip(".")
-        return host in self.exact or any(fnmatchcase(host, g) for g in self.globs)
+        return super().__call__(host.lower().rstrip("."))

@@ -8,15 +8,13 @@ secrets count only by their presence. Nothing here knows about mitmproxy or LMDB
 from __future__ import annotations
 
 import hashlib
-import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from fnmatch import translate
 from urllib.parse import parse_qsl
 
 import msgpack
 
 from addon import bodies
+from addon.globs import NameMatcher
 
 KEY_VERSION = 1
 REDACTED = "<redacted>"
@@ -74,26 +72,6 @@ SECRET_QUERY_PARAMS: tuple[str, ...] = (
     "x-amz-signature",
     "x-amz-credential",
 )
-
-
-class NameMatcher:
-    """`any(fnmatchcase(name, p) for p in patterns)`, without a regex match per pattern.
-
-    Names without glob characters are a set lookup and the globs are one compiled regex
-    (fnmatch's own translation, so the answers are the same). The per-pattern loop was half
-    the cost of a cache key: every request header against some thirty patterns, twice
-    (measured with scripts/bench.py: see the README, Performance).
-    """
-
-    def __init__(self, patterns: tuple[str, ...]):
-        self.exact = frozenset(p for p in patterns if not any(c in p for c in "*?["))
-        globs = [p for p in patterns if p not in self.exact]
-        self.glob: Callable[[str], object] | None = (
-            re.compile("|".join(translate(p) for p in globs)).match if globs else None
-        )
-
-    def __call__(self, name: str) -> bool:
-        return name in self.exact or (self.glob is not None and self.glob(name) is not None)
 
 
 @dataclass(frozen=True)
