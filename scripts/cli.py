@@ -8,6 +8,7 @@ and returns the code, never a traceback.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Callable
 
@@ -103,7 +104,16 @@ def command_of(args: argparse.Namespace) -> list[str]:
     return command
 
 
+class Terminated(Exception):
+    """SIGTERM (a cancelled CI job): unwound like Ctrl-C, so managed proxies are stopped."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def run(main: Callable[[argparse.Namespace], int], parser: Parser, argv: list[str] | None) -> int:
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         return main(parser.parse_args(argv))
     except Fail as e:
@@ -112,6 +122,9 @@ def run(main: Callable[[argparse.Namespace], int], parser: Parser, argv: list[st
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("terminated", file=sys.stderr)
+        return 143
 
 
 def recordings_parser() -> Parser:

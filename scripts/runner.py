@@ -48,11 +48,22 @@ def run_behind(proxy: ManagedProxy, command: list[str]) -> int:
     except ProxyError as e:
         raise Fail(f"cannot start the proxy: {e} (log: {proxy.log_path})") from None
     try:
-        return subprocess.call(command, env=os.environ | proxy.client_env())
+        child = subprocess.Popen(command, env=os.environ | proxy.client_env())
     except FileNotFoundError:
+        proxy.stop()
         raise Fail(f"command not found: {command[0]}", 127) from None
     except PermissionError:
+        proxy.stop()
         raise Fail(f"command not executable: {command[0]}", 126) from None
+    try:
+        return child.wait()
+    except BaseException:  # interrupted or terminated: take the command down with us
+        child.terminate()
+        try:
+            child.wait(10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+        raise
     finally:
         proxy.stop()
 

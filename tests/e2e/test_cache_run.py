@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -148,3 +150,52 @@ def test_simulated_pull_request_fails_the_gate_then_passes_after_re_recording(
     assert "100.0% meets the threshold 100.0%" in ci_again.stdout
     assert files_containing_secrets(cache_dir, *tmp_path.glob("proxy-*.log")) == []
     assert os.environ["OPENAI_API_KEY"] == secrets.OPENAI_KEY  # the key really was sent
+
+
+def processes_mentioning(text: str, *, first: bool = False) -> list[int]:
+    """Live processes whose command line contains `text` (or starts with it); not zombies."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if (cmdline.startswith(text) if first else text in cmdline) and state != "Z":
+            found.append(int(proc.name))
+    return found
+
+
+def test_sigterm_stops_the_command_and_the_proxy_and_flushes_stats(tmp_path, cache_dir):
+    sleep = f"sleep 31.{os.getpid()}"  # a command line no other process has
+    run = subprocess.Popen(
+        [
+            sys.executable,
+            str(RUN),
+            "--cache-dir",
+            str(cache_dir),
+            "--confdir",
+            str(tmp_path / "c"),
+            "--",
+            "sh",
+            "-c",
+            f"exec {sleep}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not processes_mentioning(sleep, first=True) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert processes_mentioning(sleep, first=True)  # the command runs
+        assert len(processes_mentioning(str(cache_dir))) == 2  # cache_run and its mitmdump
+        run.send_signal(signal.SIGTERM)  # a cancelled CI job
+        _, err = run.communicate(timeout=60)
+    finally:
+        run.kill()
+    assert run.returncode == 143 and "terminated" in err and "Traceback" not in err
+    assert processes_mentioning(str(cache_dir)) == []
+    assert processes_mentioning(sleep, first=True) == []
+    assert json.loads((cache_dir / "stats.json").read_text())["schema"] == 1
