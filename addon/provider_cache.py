@@ -9,12 +9,11 @@ plain values go into `flow.metadata`, which mitmweb shows and flow files keep.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from mitmproxy import ctx, exceptions, http
 
@@ -151,7 +150,7 @@ class ProviderCache:
         storable = len(parts.body) <= cfg.max_body_size
         if not storable:
             logger.warning("%s request body over cache_max_body_size: not cached", host)
-            parts = dataclasses.replace(parts, body=b"<over cache_max_body_size>")
+            parts = replace(parts, body=b"<over cache_max_body_size>")
         key, normalized = keys.key_for(parts, cfg.rules)
         lookup = storable and cfg.mode != "refresh" and key not in self.rerecord_keys
         entry = self._lookup(key, host) if lookup else None
