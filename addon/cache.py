@@ -8,8 +8,6 @@ with a mitmdump that is not the project's editable install.
 import sys
 from pathlib import Path
 
-from mitmproxy.addons.asgiapp import ASGIApp
-
 try:
     import addon.provider_cache  # noqa: F401
 except ImportError:  # pragma: no cover - only without `pip install -e .`
@@ -23,7 +21,7 @@ cache = ProviderCache()
 # The endpoint comes first: it answers its own host before the cache would count it.
 # The mitmweb markers come after the cache: they read the metadata it puts on each flow.
 addons = [
-    ASGIApp(endpoint.EndpointApp(cache.snapshot), endpoint.HOST, None),
+    endpoint.Endpoint(cache.snapshot),
     cache,
     FlowMarkers(cache),
     CacheCommands(cache),

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
+from mitmproxy import http
+from mitmproxy.addons.asgiapp import ASGIApp, serve
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 HOST = "provider-cache.internal"
+_HOST_BYTES = HOST.encode()
 TOTALS = ("hits", "misses", "recorded", "passthrough", "errors")
 HOST_TOTALS = ("hits", "misses", "recorded", "errors")
 
@@ -80,3 +83,37 @@ class EndpointApp:
         if path == "/":
             return 200, "text/plain", b"provider-cache: /stats (JSON), /metrics (Prometheus)\n"
         return 404, "text/plain", b"not found: try /stats or /metrics\n"
+
+
+def is_endpoint(request: http.Request) -> bool:
+    """Whether a request is for the endpoint, as ASGIApp decides it (by `pretty_host`).
+
+    `pretty_host` parses the Host header (with IDNA) on every request; looking for the
+    name in the raw request first spares the provider requests that work.
+    """
+    data = request.data
+    if (
+        data.host != HOST
+        and _HOST_BYTES not in data.authority
+        and not any(_HOST_BYTES in value for _, value in data.headers.fields)
+    ):
+        return False
+    return request.pretty_host == HOST
+
+
+class Endpoint(ASGIApp):
+    """mitmproxy's ASGIApp for the endpoint, with a cheap `request` hook for other flows.
+
+    ASGIApp's own hook is a coroutine function, so every request through the proxy would
+    pay for a coroutine; this one is synchronous and hands mitmproxy the app's coroutine
+    (which it awaits) only for the endpoint's own requests.
+    """
+
+    def __init__(self, snapshot: Snapshot):
+        super().__init__(EndpointApp(snapshot), HOST, None)
+
+    def should_serve(self, flow: http.HTTPFlow) -> bool:
+        return is_endpoint(flow.request) and super().should_serve(flow)
+
+    def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:  # type: ignore[override]
+        return serve(self.asgi_app, flow) if self.should_serve(flow) else None

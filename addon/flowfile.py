@@ -12,6 +12,7 @@ and stored ones, so that one filter expression (`~comment "cache miss"`) finds b
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from collections.abc import Iterable
@@ -37,6 +38,7 @@ DEFAULT_PORTS = {"http": 80, "https": 443}
 _FLOW_ID_NAMESPACE = uuid.UUID("6f1c5a52-8d5e-4f0e-9a53-5b1f3c0de001")
 
 
+@functools.lru_cache(maxsize=1024)  # mitmweb comments every hit with it
 def when(timestamp: float) -> str:
     """UTC, to the second: the same text on every machine, so comments diff cleanly."""
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(timestamp))

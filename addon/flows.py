@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
+from dataclasses import dataclass
 
 from mitmproxy import http
 
@@ -33,6 +35,20 @@ def request_parts(request: http.Request) -> RequestParts:
         headers=tuple(request.headers.items(multi=True)),
         body=request.raw_content or b"",
     )
+
+
+def fingerprint(request: http.Request, rules: KeyRules) -> tuple:
+    """Everything the key is computed from, as mitmproxy holds it: under the same rules,
+    equal fingerprints have equal keys. For remembering keys (addon/recent.py).
+
+    `request_parts` and then `keys.key_for` are pure functions of these fields, and
+    `keys.normalize` drops the headers the rules ignore, so they are left out here too; the
+    body counts by its SHA-256, as the key itself counts by one. No decoding, no parsing.
+    """
+    data = request.data
+    headers = tuple(pair for pair in data.headers.fields if not rules.is_ignored_field(pair[0]))
+    body = hashlib.sha256(data.content or b"").digest()
+    return (data.method, data.scheme, data.host, data.port, data.path, headers, body)
 
 
 def redacted_url(request: http.Request, rules: KeyRules) -> str:
@@ -90,21 +106,34 @@ def make_entry(
     )
 
 
-def replay_response(entry: Entry, http_version: str) -> http.Response:
+@dataclass(frozen=True)
+class Replay:
+    """What a hit on an entry sends: worked out once per entry (see addon/recent.py)."""
+
+    entry: Entry
+    status: int
+    reason: bytes
+    headers: tuple[tuple[bytes, bytes], ...]
+    body: bytes
+
+    @classmethod
+    def of(cls, entry: Entry) -> Replay:
+        body = entry.response.content
+        headers = (
+            *entry.response.headers,
+            (b"content-length", str(len(body)).encode()),
+            (CACHE_HEADER.encode(), b"hit"),
+        )
+        reason = entry.response.reason.encode("latin-1")
+        return cls(entry, entry.response.status, reason, headers, body)
+
+
+def replay_response(replay: Replay, http_version: str) -> http.Response:
     """The stored answer, with a body that goes out byte for byte as recorded."""
-    body = entry.response.content
-    headers = [*entry.response.headers, (b"content-length", str(len(body)).encode())]
-    headers.append((CACHE_HEADER.encode(), b"hit"))
     now = time.time()
+    version = http_version.encode()
     return http.Response(
-        http_version.encode(),
-        entry.response.status,
-        entry.response.reason.encode("latin-1"),
-        tuple(headers),
-        body,
-        None,
-        now,
-        now,
+        version, replay.status, replay.reason, replay.headers, replay.body, None, now, now
     )
 
 

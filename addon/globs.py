@@ -10,6 +10,8 @@ import re
 from collections.abc import Callable
 from fnmatch import translate
 
+KNOWN_NAMES = 1024
+
 
 class NameMatcher:
     """`any(fnmatchcase(name, p) for p in patterns)`, without a regex match per pattern.
@@ -26,6 +28,14 @@ class NameMatcher:
         self.glob: Callable[[str], object] | None = (
             re.compile("|".join(translate(p) for p in self.globs)).match if self.globs else None
         )
+        #: Answers given so far: a request carries the same dozen header names every time.
+        self.known: dict[str, bool] = {}
 
     def __call__(self, name: str) -> bool:
-        return name in self.exact or (self.glob is not None and self.glob(name) is not None)
+        known = self.known.get(name)
+        if known is None:
+            known = name in self.exact or (self.glob is not None and self.glob(name) is not None)
+            if len(self.known) >= KNOWN_NAMES:  # names come off the wire: keep the memo small
+                self.known.clear()
+            self.known[name] = known
+        return known

@@ -83,6 +83,9 @@ class KeyRules:
     secret_query: tuple[str, ...] = SECRET_QUERY_PARAMS
     _ignored: NameMatcher = field(init=False, repr=False, compare=False)
     _secret: NameMatcher = field(init=False, repr=False, compare=False)
+    _ignored_fields: dict[bytes, bool] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_ignored", NameMatcher(self.ignored))
@@ -98,11 +101,25 @@ class KeyRules:
     def is_ignored(self, name: str) -> bool:
         return self._ignored(name)
 
+    def is_ignored_field(self, name: bytes) -> bool:
+        """is_ignored for a header name as it came off the wire (mitmproxy's header fields)."""
+        known = self._ignored_fields.get(name)
+        if known is None:
+            if len(self._ignored_fields) >= 1024:  # names come off the wire: keep this small
+                self._ignored_fields.clear()
+            known = self._ignored_fields[name] = self.is_ignored(_text(name).lower())
+        return known
+
     def is_secret(self, name: str) -> bool:
         return self._secret(name)
 
     def is_secret_param(self, name: str) -> bool:
         return name.lower() in self.secret_query
+
+
+def _text(raw: bytes) -> str:
+    """A header name or value as mitmproxy's `Headers` decodes it."""
+    return raw.decode("utf-8", "surrogateescape")
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import sys
 import time
+from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
@@ -19,6 +20,7 @@ from mitmproxy import ctx, exceptions, http
 
 from addon import diagnose, flows, keys, records, settings
 from addon.cachefiles import CacheFiles
+from addon.recent import KEY_SLOTS, LRU, RecentEntries
 from addon.stats import Stats, parse_retry_after
 from addon.store import Store, StoreError
 from addon.streaming import StreamRecorder, is_event_stream
@@ -50,6 +52,11 @@ class ProviderCache:
         self.rerecord_keys: set[str] = set()
         self.flusher: asyncio.Task | None = None
         self.diagnoser = ThreadPoolExecutor(max_workers=1, thread_name_prefix="provider-cache")
+        #: Recorded answers are written here, one at a time, so that the event loop goes on
+        #: serving other flows while LMDB commits (an fsync) instead of waiting for it.
+        self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="provider-cache-write")
+        self.recent_keys: LRU[str] = LRU(KEY_SLOTS)
+        self.recent_entries: RecentEntries[flows.Replay] = RecentEntries()
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -80,6 +87,8 @@ class ProviderCache:
             self.stats = Stats(
                 mode=new.mode, window_size=new.window_size, started_at=self.started_at
             )
+        if self.settings is None or new.rules != self.settings.rules:
+            self.recent_keys = LRU(KEY_SLOTS)  # keys remembered under the old rules
         self.settings = new
 
     @property
@@ -89,6 +98,7 @@ class ProviderCache:
     def _open_files(self, new: settings.Settings) -> None:
         files = CacheFiles(new.cache_dir, new.stats_file, new.map_size)
         if self.files is not None:
+            self.writer.submit(lambda: None).result()  # writes queued for the old store are done
             files.run = self.files.run
             self.files.close()
         self.files = files
@@ -108,9 +118,9 @@ class ProviderCache:
         if self.files is None:
             return
         self.files.closing = True
-        self.diagnoser.shutdown(
-            wait=True, cancel_futures=True
-        )  # no transaction may outlive the store
+        # No transaction may outlive the store; queued recordings are still written.
+        self.diagnoser.shutdown(wait=True, cancel_futures=True)
+        self.writer.shutdown(wait=True)
         try:
             self.files.write_stats(self.snapshot())
         except OSError as e:  # logging is already shut down here
@@ -146,17 +156,18 @@ class ProviderCache:
         if not cfg.is_provider(host):
             self.stats.pass_through()
             return
-        parts = flows.request_parts(flow.request)
-        storable = len(parts.body) <= cfg.max_body_size
+        storable = len(flow.request.raw_content or b"") <= cfg.max_body_size
         if not storable:
             logger.warning("%s request body over cache_max_body_size: not cached", host)
-            parts = replace(parts, body=b"<over cache_max_body_size>")
-        key, normalized = keys.key_for(parts, cfg.rules)
+        key, normalized = self._key(flow.request, storable)
         lookup = storable and cfg.mode != "refresh" and key not in self.rerecord_keys
-        entry = self._lookup(key, host) if lookup else None
-        if entry is not None and self._servable(entry):
-            self._serve(flow, entry, host)
-        elif cfg.mode == "replay":
+        replay = self._lookup(key, host) if lookup else None
+        if replay is not None and self._servable(replay.entry):
+            self._serve(flow, replay, host)
+            return
+        if normalized is None:  # the key was remembered; a miss shows the normalised request
+            normalized = keys.normalize(self._parts(flow.request, storable), cfg.rules)
+        if cfg.mode == "replay":
             self._answer_miss(flow, key, host, normalized)
         else:
             self._forward(flow, Pending(key, host, storable), normalized)
@@ -170,33 +181,60 @@ class ProviderCache:
             pending.recorder = StreamRecorder(self.settings.max_body_size)
             flow.response.stream = pending.recorder
 
-    def response(self, flow: http.HTTPFlow) -> None:
+    # `response` and `error` are plain functions, as a hit needs nothing from them (a
+    # coroutine function would cost every flow a coroutine). For an answer worth recording
+    # they hand mitmproxy the store write to await: the flow goes on (and the client gets
+    # the answer's end) once it is durable, and the event loop serves other flows meanwhile.
+
+    def response(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         pending = self.pending.pop(flow.id, None)
         if pending is None:
-            return
+            return None
         if flow.response.status_code in (429, 503):
             value = flow.response.headers.get("retry-after", "")
             self.stats.rate_limit(parse_retry_after(value, time.time()) if value else None)
-        self._record(flow, pending, connection_closed_early=False)
+        entry = self._recordable(flow, pending, connection_closed_early=False)
+        return None if entry is None else self._write(flow, pending, entry)
 
-    def error(self, flow: http.HTTPFlow) -> None:
+    def error(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         pending = self.pending.pop(flow.id, None)
         if pending is None:
-            return
+            return None
         # A broken exchange counts as an error, unless a stream's answer was already complete.
-        if pending.recorder is None or not self._record(
-            flow, pending, connection_closed_early=True
-        ):
+        entry = None
+        if pending.recorder is not None:
+            entry = self._recordable(flow, pending, connection_closed_early=True)
+        if entry is None:
             self.stats.error(pending.host)
+            return None
+        return self._write(flow, pending, entry)
 
     # -- helpers ---------------------------------------------------------------
 
-    def _lookup(self, key: str, host: str) -> records.Entry | None:
+    def _key(self, request: http.Request, storable: bool) -> tuple[str, dict | None]:
+        """The request's key, remembered for when the same request comes again, and its
+        normalised form if it had to be computed."""
+        if not storable:
+            return keys.key_for(self._parts(request, storable), self.settings.rules)
+        fingerprint = flows.fingerprint(request, self.settings.rules)
+        key = self.recent_keys.get(fingerprint)
+        if key is not None:
+            return key, None
+        key, normalized = keys.key_for(self._parts(request, storable), self.settings.rules)
+        self.recent_keys.put(fingerprint, key)
+        return key, normalized
+
+    @staticmethod
+    def _parts(request: http.Request, storable: bool) -> keys.RequestParts:
+        parts = flows.request_parts(request)
+        return parts if storable else replace(parts, body=b"<over cache_max_body_size>")
+
+    def _lookup(self, key: str, host: str) -> flows.Replay | None:
         data = self.store.get(key.encode())
         if data is None:
             return None
         try:
-            return records.unpack(data)
+            return self.recent_entries.decoded(key, data, _replay_of)
         except records.CorruptEntry as e:
             logger.warning("unreadable cache entry %s (%s): treated as a miss", key, e)
             self.stats.error(host)
@@ -206,8 +244,9 @@ class ProviderCache:
         """In read-old-write-new, entries written by this run are not served again."""
         return self.settings.mode != "read-old-write-new" or entry.recorded_at < self.started_at
 
-    def _serve(self, flow: http.HTTPFlow, entry: records.Entry, host: str) -> None:
-        flow.response = flows.replay_response(entry, flow.request.http_version)
+    def _serve(self, flow: http.HTTPFlow, replay: flows.Replay, host: str) -> None:
+        entry = replay.entry
+        flow.response = flows.replay_response(replay, flow.request.http_version)
         flow.is_replay = "response"
         flow.metadata[META] = {"result": "hit", "key": entry.key, "recorded_at": entry.recorded_at}
         self.files.note_hit(entry.key, flow.request.timestamp_start)
@@ -244,32 +283,44 @@ class ProviderCache:
         if self.stats.miss(pending.host, flow.request.method, url, pending.key, normalized):
             self._diagnose_later(pending.key, normalized)
 
-    def _record(self, flow: http.HTTPFlow, pending: Pending, connection_closed_early: bool) -> bool:
-        """Store the answer if it is complete, 2xx and within limits; True if stored."""
+    def _recordable(
+        self, flow: http.HTTPFlow, pending: Pending, connection_closed_early: bool
+    ) -> records.Entry | None:
+        """The entry to store if the answer is complete, 2xx and within limits."""
         response = flow.response
         if response is None or not pending.storable or not 200 <= response.status_code < 300:
-            return False
+            return None
         recorder = pending.recorder
         if recorder is not None and not recorder.complete(connection_closed_early):
             logger.info("stream for key %s ended early: not recorded", pending.key)
-            return False
+            return None
         if recorder is None and len(response.raw_content or b"") > self.settings.max_body_size:
             logger.warning("%s response over cache_max_body_size: not recorded", pending.host)
-            return False
+            return None
         chunks = recorder.chunks if recorder is not None else None
         entry = flows.make_entry(flow, pending.key, self.settings.rules, chunks)
         if entry is None:
             logger.warning("response for key %s has an undecodable body: not recorded", pending.key)
             self.stats.error(pending.host)
-            return False
+            return None
         entry.meta["recorded_run"] = self.files.run
+        return entry
+
+    async def _write(self, flow: http.HTTPFlow, pending: Pending, entry: records.Entry) -> None:
+        """Store the entry on the writer thread; count it once it is durable."""
+        put = self.store.put
         try:
-            self.store.put(pending.key.encode(), records.pack(entry))
+            await asyncio.wrap_future(
+                self.writer.submit(put, pending.key.encode(), records.pack(entry))
+            )
         except StoreError as e:
             logger.error("could not record key %s: %s", pending.key, e)
             self.stats.error(pending.host)
-            return False
+            return
         flow.metadata[META]["recorded_at"] = entry.recorded_at  # for mitmweb's comment
         self.stats.record(pending.host)
         self.rerecord_keys.discard(pending.key)
-        return True
+
+
+def _replay_of(data: bytes) -> flows.Replay:
+    return flows.Replay.of(records.unpack(data))

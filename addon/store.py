@@ -55,9 +55,12 @@ class Store:
             )
         except (OSError, lmdb.Error) as e:
             raise StoreError(f"cannot open cache store {self.path}: {_reason(e)}") from None
-        #: Held by background readers while they have a transaction open; a map resize
-        #: needs no transaction active in this process.
-        self.resize_lock = threading.Lock()
+        #: Held by readers while they have a transaction open: a map resize needs no
+        #: transaction active in this process, and writes may run on another thread.
+        #: Reentrant, so a reader may look a key up while it walks the store.
+        self.resize_lock = threading.RLock()
+        #: Held for a whole write, growth included, so no thread starts a write meanwhile.
+        self.write_lock = threading.Lock()
 
     def close(self) -> None:
         self.env.close()
@@ -69,12 +72,15 @@ class Store:
         self.close()
 
     def get(self, key: bytes) -> bytes | None:
-        """One read transaction; the hot path of every cache hit."""
-        return self._retry_resized(lambda: self._get(key))
-
-    def _get(self, key: bytes) -> bytes | None:
-        with self.env.begin(buffers=False) as txn:
-            return txn.get(key)
+        """One read transaction; the hot path of every cache hit, so written out in full."""
+        with self.resize_lock:
+            try:
+                with self.env.begin(buffers=False) as txn:
+                    return txn.get(key)
+            except lmdb.MapResizedError:
+                self.env.set_mapsize(0)
+                with self.env.begin(buffers=False) as txn:
+                    return txn.get(key)
 
     def put(self, key: bytes, value: bytes) -> None:
         self.put_many([(key, value)])
@@ -103,11 +109,12 @@ class Store:
 
     def write(self, work: Callable[[lmdb.Transaction], T]) -> T:
         """Run `work` in one write transaction, growing the map as often as needed."""
-        for _ in range(MAX_GROWTHS):
-            try:
-                return self._retry_resized(lambda: self._in_write_txn(work))
-            except lmdb.MapFullError:
-                self._grow()
+        with self.write_lock:
+            for _ in range(MAX_GROWTHS):
+                try:
+                    return self._retry_resized(lambda: self._in_write_txn(work))
+                except lmdb.MapFullError:
+                    self._grow()
         raise StoreError(f"cache store {self.path} is full after {MAX_GROWTHS} growths")
 
     def _in_write_txn(self, work: Callable[[lmdb.Transaction], T]) -> T:
@@ -115,8 +122,9 @@ class Store:
             return work(txn)
 
     def items(self) -> Iterator[tuple[bytes, bytes]]:
-        """Every (key, value), in key order, from one consistent snapshot."""
-        with self.env.begin(buffers=False) as txn:
+        """Every (key, value), in key order, from one consistent snapshot (no write may
+        happen in this thread meanwhile: a growth would wait for the walk to end)."""
+        with self.resize_lock, self.env.begin(buffers=False) as txn:
             yield from txn.cursor()
 
     def scan(self, stop: Callable[[], bool], batch: int = 256) -> Iterator[tuple[bytes, bytes]]:

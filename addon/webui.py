@@ -65,12 +65,11 @@ class FlowMarkers:
     def request(self, flow: http.HTTPFlow) -> None:
         if not flow.live:  # flows read from a file keep their own comments
             return
-        if flow.request.pretty_host == endpoint.HOST:
-            flow.marked = MARKERS["endpoint"]
-            flow.comment = "provider-cache endpoint · not counted"
-            return
         meta = cache_meta(flow)
         if meta is None:
+            if endpoint.is_endpoint(flow.request):
+                flow.marked = MARKERS["endpoint"]
+                flow.comment = "provider-cache endpoint · not counted"
             return
         key = meta["key"]
         if meta.get("result") == "hit":

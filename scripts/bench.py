@@ -136,7 +136,8 @@ class Bench:
                 for proxy in proxies[shift:] + proxies[:shift]:
                     if payload not in proxy.extra.get("payloads", PAYLOADS):
                         continue
-                    w = self.window(proxy, probe, bodies[payload], conc)
+                    body = proxy.extra.get("bodies", bodies)[payload]
+                    w = self.window(proxy, probe, body, conc)
                     check(proxy, payload, w)
                     self.samples.append(
                         bench_report.sample(section, rep, payload, conc, proxy.name, w)
@@ -149,6 +150,8 @@ class Bench:
         entries = bench_data.hit_entries(bench_net.HOST, 443)
         bench_data.write_store(self.work / "hits", entries)
         bench_data.write_flow_file(self.work / "hits.mitm", entries)
+        if self.config.every_setting:
+            bench_data.write_store(self.work / "hits", bench_data.distinct_entries(bench_net.HOST))
         kw = self.proxy_kw()
         proxies = [
             bench_proxy.reference("ceiling", "ceiling", **kw),
@@ -188,6 +191,12 @@ class Bench:
                 "ceiling, CI settings", "ceiling", "flow_detail=0", env=optimize, **kw
             ),
             bench_proxy.cache("cache, HTTP/2 client", hits, "replay", **kw | {"extra": json_h2}),
+            bench_proxy.cache(
+                "cache, distinct requests",
+                hits,
+                "replay",
+                **kw | {"extra": {"payloads": ("json",), "bodies": {"json": distinct_bodies()}}},
+            ),
             bench_proxy.reference("ceiling, HTTP/2 client", "ceiling", **kw | {"extra": json_h2}),
         ]
         if not self.config.every_setting:
@@ -256,6 +265,13 @@ SSE_SIZE = len(b"".join(bench_net.sse_chunks()))
 
 def const(body: bytes):
     return lambda: body
+
+
+def distinct_bodies():
+    """Every request one the proxy has not seen for thousands of requests: no memo applies."""
+    bodies = [bench_net.request_body(False, n) for n in bench_data.DISTINCT]
+    counter = itertools.count()
+    return lambda: bodies[next(counter) % len(bodies)]
 
 
 def assert_ok(proxy: bench_proxy.Proxy, w: Window, size: int, cache: str) -> None:

@@ -14,6 +14,7 @@ import timeit
 from pathlib import Path
 
 from addon import flowfile, keys, records, redact
+from addon.recent import KEY_SLOTS
 from addon.store import Store
 from scripts.bench_net import (
     CLIENT_HEADERS,
@@ -26,6 +27,9 @@ from scripts.bench_net import (
 )
 
 RULES = keys.KeyRules.with_extra()
+#: Request numbers of the "distinct requests" load: more than the proxy remembers keys for
+#: (addon/recent.py), so that sent round-robin, no request is ever found there.
+DISTINCT = range(1, KEY_SLOTS + 500)
 #: Size of the filler entries for the start-up runs: a short chat exchange.
 BULK_REQUEST, BULK_RESPONSE = 1024, 2048
 
@@ -67,6 +71,11 @@ def hit_entries(host: str, port: int) -> list[records.Entry]:
     ]
 
 
+def distinct_entries(host: str) -> list[records.Entry]:
+    """JSON entries for the DISTINCT requests: what a first run of a test suite asks."""
+    return [entry(request_body(False, n), False, host, 443) for n in DISTINCT]
+
+
 def write_store(directory: Path, entries: list[records.Entry]) -> None:
     with Store(directory) as store:
         store.put_many([(e.key.encode(), records.pack(e)) for e in entries])
@@ -93,7 +102,7 @@ def hit_cost(directory: Path, repeat: int = 7, number: int = 2000) -> dict[str, 
             "lookup_us": lambda: store.get(key),
             "decode_us": lambda: records.unpack(data),
             "hit_us": lambda: records.unpack(store.get(keys.key_for(parts, RULES)[0].encode())),
-            "response_us": lambda: flows.replay_response(found, "HTTP/1.1"),
+            "response_us": lambda: flows.replay_response(flows.Replay.of(found), "HTTP/1.1"),
         }
         return {
             name: 1e6 * min(timeit.repeat(step, repeat=repeat, number=number)) / number

@@ -23,6 +23,8 @@ SETTINGS = (  # (variant, its reference), measured on the JSON cells
     ("ceiling, CI settings", "ceiling"),
     ("cache, HTTP/2 client", "cache"),
     ("cache, HTTP/2 client", "ceiling, HTTP/2 client"),
+    ("cache, distinct requests", "cache"),
+    ("cache, distinct requests", "ceiling"),
 )
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from pathlib import Path
 
 import pytest
@@ -51,11 +52,17 @@ def upstream_answer(flow: http.HTTPFlow, body: bytes = b'{"ok": true}', **header
     flow.response = http.Response.make(200, body, {"content-type": "application/json", **headers})
 
 
+def finish(awaitable: Awaitable[None] | None) -> None:
+    """Await what a hook handed back (the store write of a recording), as mitmproxy does."""
+    if awaitable is not None:
+        asyncio.run(awaitable)
+
+
 def record(addon: ProviderCache, flow: http.HTTPFlow) -> None:
     addon.request(flow)
     upstream_answer(flow)
     addon.responseheaders(flow)
-    addon.response(flow)
+    finish(addon.response(flow))
 
 
 @pytest.mark.parametrize(
@@ -103,7 +110,7 @@ def test_non_provider_host_is_passthrough(addon, tctx):
     addon.request(flow)
     upstream_answer(flow)
     addon.responseheaders(flow)
-    addon.response(flow)
+    finish(addon.response(flow))
     assert flow.response.headers.get("x-provider-cache") is None
     assert (addon.stats.passthrough, addon.stats.misses) == (1, 0)
 
@@ -113,7 +120,7 @@ def test_non_2xx_is_not_recorded(addon, tctx, tmp_path):
     addon.request(flow)
     flow.response = http.Response.make(500, b"{}")
     addon.responseheaders(flow)
-    addon.response(flow)
+    finish(addon.response(flow))
     assert addon.stats.recorded == 0
     assert len(addon.store) == 0
 
@@ -127,7 +134,7 @@ def test_event_stream_is_teed_and_kept_only_when_complete(addon, tctx):
     assert isinstance(tee, StreamRecorder)
     assert tee(SSE[:10]) == SSE[:10] and tee(SSE[10:]) == SSE[10:]  # passed on unchanged
     flow.error = None
-    addon.error(flow)  # the client hung up after [DONE]: complete
+    finish(addon.error(flow))  # the client hung up after [DONE]: complete
     assert addon.stats.recorded == 1
 
 
@@ -137,7 +144,7 @@ def test_cut_event_stream_is_not_recorded(addon, tctx):
     upstream_answer(flow, b"", **{"content-type": "text/event-stream"})
     addon.responseheaders(flow)
     flow.response.stream(b'data: {"x": 1}\n\n')
-    addon.error(flow)
+    finish(addon.error(flow))
     assert addon.stats.recorded == 0 and addon.stats.errors == 1
 
 
@@ -168,3 +175,56 @@ def test_done_closes_the_store_so_a_reload_can_reopen_it(addon, tctx, tmp_path):
         ctx.configure(again, cache_dir=str(tmp_path / "cache"))
         assert again.store is not None
     again.done()
+
+
+def hit(addon: ProviderCache) -> http.HTTPFlow:
+    flow = provider_flow()
+    addon.request(flow)
+    assert flow.is_replay == "response", "expected a hit"
+    assert addon.response(flow) is None  # a hit leaves nothing for mitmproxy to await
+    return flow
+
+
+def test_repeated_hit_serves_what_the_store_holds_now(addon, tctx):
+    """Keys and decoded entries are remembered, but every hit reads the store: an entry
+    another process rewrote or deleted is never served from memory."""
+    first = provider_flow()
+    record(addon, first)
+    key = first.metadata["provider_cache"]["key"]
+    assert hit(addon).response.content == b'{"ok": true}'
+    assert hit(addon).response.content == b'{"ok": true}'
+
+    entry = records.unpack(addon.store.get(key.encode()))
+    entry.response.body = b'{"ok": "rewritten"}'
+    addon.store.put(key.encode(), records.pack(entry))
+    assert hit(addon).response.content == b'{"ok": "rewritten"}'
+
+    addon.store.delete(key.encode())
+    gone = provider_flow()
+    addon.request(gone)
+    assert gone.response is None and addon.stats.misses == 2
+
+
+def test_remembered_keys_are_dropped_when_the_rules_change(addon, tctx):
+    def key_with_header(value: str) -> str:
+        flow = provider_flow()
+        flow.request.headers["x-team"] = value
+        addon.request(flow)
+        return flow.metadata["provider_cache"]["key"]
+
+    assert key_with_header("a") != key_with_header("b")
+    before = key_with_header("a")
+    tctx.configure(addon, cache_ignore_headers=["x-team"])
+    assert key_with_header("a") == key_with_header("b") != before
+
+
+def test_recording_hands_mitmproxy_the_write_to_await(addon, tctx):
+    flow = provider_flow()
+    addon.request(flow)
+    upstream_answer(flow)
+    addon.responseheaders(flow)
+    write = addon.response(flow)
+    assert write is not None and addon.stats.recorded == 0  # not stored until awaited
+    finish(write)
+    assert addon.stats.recorded == 1 and len(addon.store) == 1
+    assert "recorded_at" in flow.metadata["provider_cache"]

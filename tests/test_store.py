@@ -46,3 +46,21 @@ def test_delete(tmp_path: Path):
         store.put(b"k", b"v")
         assert store.delete(b"k") is True and store.delete(b"k") is False
         assert store.get(b"k") is None
+
+
+def test_reads_on_one_thread_while_another_writes_and_grows_the_map(tmp_path: Path):
+    """The proxy reads on its event loop while its writer thread records (and grows the map)."""
+    import threading
+
+    with Store(tmp_path / "s", map_size=64 * 1024) as store:
+        store.put(b"first", b"value")
+        writer = threading.Thread(
+            target=lambda: [store.put(b"%06d" % i, b"x" * 4000) for i in range(300)]
+        )
+        writer.start()
+        reads = 0
+        while writer.is_alive() or reads < 100:
+            assert store.get(b"first") == b"value"
+            reads += 1
+        writer.join()
+        assert len(store) == 301 and store.env.info()["map_size"] > 64 * 1024

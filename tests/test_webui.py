@@ -6,6 +6,7 @@ commands are called from strings, as mitmweb's command bar calls them.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Iterator
@@ -66,7 +67,8 @@ def send(tctx: taddons.context, flow: http.HTTPFlow, status: int = 200) -> http.
     if flow.response is None:
         flow.response = http.Response.make(status, b'{"ok": true}', {"content-type": "json"})
         tctx.master.addons.trigger(HttpResponseHeadersHook(flow))
-    tctx.master.addons.trigger(HttpResponseHook(flow))
+    # As the proxy does: asynchronously, awaiting what a hook hands back (a store write).
+    asyncio.run(tctx.master.addons.trigger_event(HttpResponseHook(flow)))
     return flow
 
 

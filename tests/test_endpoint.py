@@ -1,0 +1,47 @@
+"""The endpoint addon decides which requests are its own as mitmproxy's ASGIApp does."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from mitmproxy.test import taddons, tflow
+
+from addon import endpoint
+
+
+def endpoint_request(host: str, host_header: str | None = None):
+    request = tflow.treq(host=host, port=80, path=b"/stats")
+    request.headers.pop("host", None)
+    if host_header is not None:
+        request.headers["host"] = host_header
+    return request
+
+
+@pytest.mark.parametrize(
+    ("host", "host_header", "expected"),
+    [
+        ("provider-cache.internal", None, True),  # regular proxy, absolute form
+        ("provider-cache.internal", "provider-cache.internal", True),
+        ("127.0.0.1", "provider-cache.internal:8080", True),  # transparent: by Host header
+        ("127.0.0.1", "PROVIDER-CACHE.INTERNAL", False),  # as ASGIApp: case matters
+        ("api.openai.com", "api.openai.com", False),
+        ("provider-cache.internal.evil.example", None, False),
+        ("api.openai.com", "provider-cache.internal.evil.example", False),
+    ],
+)
+def test_is_endpoint_agrees_with_pretty_host(host, host_header, expected):
+    request = endpoint_request(host, host_header)
+    assert endpoint.is_endpoint(request) is expected
+    assert (request.pretty_host == endpoint.HOST) is expected
+
+
+def test_other_requests_cost_no_coroutine_and_own_ones_are_served():
+    addon = endpoint.Endpoint(lambda: {"hits": 0})
+    with taddons.context(addon):
+        assert addon.request(tflow.tflow()) is None
+        flow = tflow.tflow(req=endpoint_request("provider-cache.internal"))
+        flow.request.path = "/"
+        asyncio.run(addon.request(flow))
+        assert flow.response.status_code == 200
+        assert b"/stats" in flow.response.content
