@@ -52,7 +52,9 @@ def fingerprint(request: http.Request, rules: KeyRules) -> tuple:
 
 
 def redacted_url(request: http.Request, rules: KeyRules) -> str:
-    return redact.redact_url(request.pretty_url, rules)
+    # `url`, not `pretty_url`: the host the request went to, as the key has it (and without
+    # parsing the Host header, a good part of a recording's cost).
+    return redact.redact_url(request.url, rules)
 
 
 def stored_request(request: http.Request, rules: KeyRules, secrets: list[bytes]) -> StoredRequest:
