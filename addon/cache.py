@@ -18,11 +18,12 @@ from addon.provider_cache import ProviderCache
 from addon.webui import CacheCommands, FlowMarkers
 
 cache = ProviderCache()
-# The endpoint comes first: it answers its own host before the cache would count it.
-# The mitmweb markers come after the cache: they read the metadata it puts on each flow.
+# The cache comes first, so that a hit has its answer before the endpoint looks at the flow
+# (ProviderCache does not count the endpoint's requests). The mitmweb markers come last:
+# they read the metadata the cache puts on each flow.
 addons = [
-    endpoint.Endpoint(cache.snapshot),
     cache,
+    endpoint.Endpoint(cache.snapshot),
     FlowMarkers(cache),
     CacheCommands(cache),
 ]

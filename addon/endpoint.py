@@ -113,7 +113,8 @@ class Endpoint(ASGIApp):
         super().__init__(EndpointApp(snapshot), HOST, None)
 
     def should_serve(self, flow: http.HTTPFlow) -> bool:
-        return is_endpoint(flow.request) and super().should_serve(flow)
+        # Cheapest test first: a cache hit already has its answer.
+        return flow.response is None and is_endpoint(flow.request) and super().should_serve(flow)
 
     def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:  # type: ignore[override]
         return serve(self.asgi_app, flow) if self.should_serve(flow) else None

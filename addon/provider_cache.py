@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 
 from mitmproxy import ctx, exceptions, http
 
-from addon import diagnose, flows, keys, records, settings
+from addon import diagnose, endpoint, flows, keys, records, settings
 from addon.cachefiles import CacheFiles
 from addon.recent import KEY_SLOTS, LRU, RecentEntries
 from addon.stats import Stats, parse_retry_after
@@ -154,7 +154,8 @@ class ProviderCache:
         cfg = self.settings
         host = flow.request.host
         if not cfg.is_provider(host):
-            self.stats.pass_through()
+            if not endpoint.is_endpoint(flow.request):  # the endpoint's own are not counted
+                self.stats.pass_through()
             return
         storable = len(flow.request.raw_content or b"") <= cfg.max_body_size
         if not storable:

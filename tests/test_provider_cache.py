@@ -228,3 +228,10 @@ def test_recording_hands_mitmproxy_the_write_to_await(addon, tctx):
     finish(write)
     assert addon.stats.recorded == 1 and len(addon.store) == 1
     assert "recorded_at" in flow.metadata["provider_cache"]
+
+
+def test_endpoint_requests_are_not_counted_as_passthrough(addon, tctx):
+    endpoint_flow = tflow.tflow(req=tflow.treq(host="provider-cache.internal", path=b"/stats"))
+    addon.request(endpoint_flow)
+    addon.request(provider_flow(host="example.com"))
+    assert addon.stats.passthrough == 1
