@@ -1,11 +1,11 @@
 """What mitmweb shows of the cache (SPEC §8): flow markers and comments, and commands.
 
-Two small addons, both after ProviderCache in `addons` so that its metadata
-(`flow.metadata["provider_cache"]`) is already set when their hooks run:
+Two small addons:
 
 * FlowMarkers marks provider flows ✅ hit / ❌ miss and comments them with when the
   entry was recorded and its key; the endpoint's own flows get 📊; passthrough
-  flows are left alone.
+  flows are left alone. ProviderCache calls it with each flow it has decided on
+  (`flow.metadata["provider_cache"]` is then set).
 * CacheCommands adds `cache.forget`, `cache.rerecord`, `cache.stats` and
   `cache.load` to mitmproxy's command bar.
 
@@ -24,7 +24,7 @@ from mitmproxy import command, ctx, exceptions, hooks, http
 from mitmproxy.flow import Flow
 from mitmproxy.log import ALERT
 
-from addon import endpoint, records, report
+from addon import records, report
 from addon.flowfile import MARKERS, comment, entry_to_flow, when
 from addon.provider_cache import META, ProviderCache
 from addon.store import Store
@@ -47,12 +47,14 @@ def annotate(flow: Flow, note: str) -> None:
 
 
 class FlowMarkers:
-    """Marker and comment on every live provider flow, from the cache's metadata."""
+    """Marker and comment on every live provider flow, from the cache's metadata.
+
+    The cache tells this addon about each flow (it is one of the cache's `watchers`)
+    instead of the addon hooking every flow itself.
+    """
 
     def __init__(self, cache: ProviderCache) -> None:
-        self.cache = cache
-        #: Forwarded misses whose outcome (recorded or not) is known only after the answer.
-        self.forwarded: set[str] = set()
+        cache.watchers.append(self)
 
     def running(self) -> None:
         """Show mitmweb's comment column unless the user chose the columns themselves."""
@@ -62,14 +64,15 @@ class FlowMarkers:
         if COMMENT_COLUMN not in columns and columns == ctx.options.default("web_columns"):
             ctx.options.update(web_columns=[*columns, COMMENT_COLUMN])
 
-    def request(self, flow: http.HTTPFlow) -> None:
-        if not flow.live:  # flows read from a file keep their own comments
-            return
+    @staticmethod
+    def endpoint(flow: http.HTTPFlow) -> None:
+        flow.marked = MARKERS["endpoint"]
+        flow.comment = "provider-cache endpoint · not counted"
+
+    def decided(self, flow: http.HTTPFlow) -> None:
+        """A provider request was answered from the store, as a miss, or forwarded."""
         meta = cache_meta(flow)
         if meta is None:
-            if endpoint.is_endpoint(flow.request):
-                flow.marked = MARKERS["endpoint"]
-                flow.comment = "provider-cache endpoint · not counted"
             return
         key = meta["key"]
         if meta.get("result") == "hit":
@@ -78,19 +81,9 @@ class FlowMarkers:
             self._mark(flow, "miss", "no recording (replay mode)", key)
         else:
             self._mark(flow, "miss", "forwarded", key)
-            self.forwarded.add(flow.id)
 
-    def response(self, flow: http.HTTPFlow) -> None:
-        self._settle(flow)
-
-    def error(self, flow: http.HTTPFlow) -> None:
-        self._settle(flow)
-
-    def _settle(self, flow: http.HTTPFlow) -> None:
+    def settled(self, flow: http.HTTPFlow) -> None:
         """A forwarded miss is over: say whether the cache recorded its answer."""
-        if flow.id not in self.forwarded:
-            return
-        self.forwarded.discard(flow.id)
         meta = cache_meta(flow)
         if meta is None:
             return

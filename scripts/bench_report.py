@@ -223,6 +223,12 @@ class Report:
             f"{r['decode_us']:.1f} µs; all three {r['hit_us']:.1f} µs = {100 * share:.1f}% of "
             f"the ceiling's {self.ceiling_cpu_ms():.2f} ms CPU per request. (Building the "
             f"response object, which the ceiling does too: {r['response_us']:.1f} µs.)"
+            + (
+                f" A request seen before (its key remembered, its entry decoded before, the "
+                f"store read again): {r['repeat_us']:.1f} µs."
+                if "repeat_us" in r
+                else ""
+            )
         )
 
     def targets(self) -> str:
