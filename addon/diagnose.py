@@ -7,6 +7,7 @@ differences a developer can act on: `body $.temperature: 0.2 → 0.7`,
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable
 from difflib import SequenceMatcher
@@ -39,19 +40,34 @@ def closest(
     missed: dict, candidates: Iterable[tuple[str, StoredRequest]], rules: KeyRules
 ) -> dict | None:
     """The recorded request to the same method, host and path with the fewest differences."""
-    best: tuple[tuple[int, float], str, list[str]] | None = None
+    return closest_each({"": missed}, candidates, rules)[""]
+
+
+def closest_each(
+    missed: dict[str, dict], candidates: Iterable[tuple[str, StoredRequest]], rules: KeyRules
+) -> dict[str, dict | None]:
+    """`closest` for several missed requests (by name) in one pass over the recordings.
+
+    Normalising a recording is the expensive part, so each is normalised once for all the
+    misses, and only if one of them went to its method, host and path.
+    """
+    best: dict[str, tuple[tuple[int, float], str, list[str]]] = {}
     for key, request in candidates:
-        candidate = normalize(stored_parts(request), rules)
-        if (candidate["method"], candidate["host"], candidate["path"]) != (
-            missed["method"],
-            missed["host"],
-            missed["path"],
-        ):
+        parts = stored_parts(request)
+        route = (parts.method.upper(), parts.host.lower().rstrip("."), parts.path)  # normalize's
+        targets = [n for n, m in missed.items() if (m["method"], m["host"], m["path"]) == route]
+        if not targets:
             continue
-        found = differences(candidate, missed)
-        score = (len(found), _distance(found))
-        if best is None or score < best[0]:
-            best = (score, key, found)
+        candidate = normalize(parts, rules)
+        for name in targets:
+            found = differences(candidate, missed[name])
+            score = (len(found), _distance(found))
+            if name not in best or score < best[name][0]:
+                best[name] = (score, key, found)
+    return {name: _report(best.get(name)) for name in missed}
+
+
+def _report(best: tuple[tuple[int, float], str, list[str]] | None) -> dict | None:
     if best is None:
         return None
     (count, _), key, found = best
@@ -113,8 +129,10 @@ def _body(recorded: dict, missed: dict) -> list[str]:
     return [f"body ({recorded['body_kind']}, {sizes})"]
 
 
+@functools.lru_cache(maxsize=512)  # a pass compares each body with many others: parse it once
 def _flatten(body: bytes) -> dict[str, str] | None:
-    """JSON as {"$.messages[0].content": '"hi"'}: the leaves, each as its JSON text."""
+    """JSON as {"$.messages[0].content": '"hi"'}: the leaves, each as its JSON text (shared:
+    not to be changed by the caller)."""
     try:
         value = json.loads(body)
     except (ValueError, RecursionError):

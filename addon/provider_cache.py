@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import threading
 import time
 from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
@@ -65,6 +66,10 @@ class ProviderCache:
         self.rerecord_keys: set[str] = set()
         self.flusher: asyncio.Task | None = None
         self.diagnoser = ThreadPoolExecutor(max_workers=1, thread_name_prefix="provider-cache")
+        #: Misses waiting for their closest recording, by key; one pass over the store serves
+        #: all that queued up meanwhile (a new run's first misses come in a burst).
+        self.undiagnosed: dict[str, dict] = {}
+        self.undiagnosed_lock = threading.Lock()
         #: Recorded answers are written here, one at a time, so that the event loop goes on
         #: serving other flows while LMDB commits (an fsync) instead of waiting for it.
         self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="provider-cache-write")
@@ -282,16 +287,24 @@ class ProviderCache:
 
     def _diagnose_later(self, key: str, normalized: dict) -> None:
         """Find the closest recorded request off the event loop: a scan can take a while."""
-        self.diagnoser.submit(self._diagnose, self.files, key, normalized)
+        with self.undiagnosed_lock:
+            first = not self.undiagnosed
+            self.undiagnosed[key] = normalized
+        if first:
+            self.diagnoser.submit(self._diagnose, self.files)
 
-    def _diagnose(self, files: CacheFiles, key: str, normalized: dict) -> None:
+    def _diagnose(self, files: CacheFiles) -> None:
+        with self.undiagnosed_lock:
+            batch, self.undiagnosed = self.undiagnosed, {}
+        if not batch:
+            return
         candidates = (
             (entry.key, entry.request)
             for entry in records.unpack_valid(files.store.scan(stop=lambda: files.closing))
         )
-        closest = diagnose.closest(normalized, candidates, self.settings.rules)
-        if missed := self.stats.missed.get(key):
-            missed.closest = closest
+        for key, closest in diagnose.closest_each(batch, candidates, self.settings.rules).items():
+            if missed := self.stats.missed.get(key):
+                missed.closest = closest
 
     def _forward(self, flow: http.HTTPFlow, pending: Pending, normalized: dict) -> None:
         # Not logged: in record mode every new request is forwarded, mitmdump prints each flow

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from addon.diagnose import closest, differences, stored_parts
+from addon import diagnose
+from addon.diagnose import closest, closest_each, differences, stored_parts
 from addon.keys import KeyRules, RequestParts, normalize
 from addon.records import StoredRequest
 
@@ -77,3 +78,30 @@ def test_secrets_are_not_differences():
         missed({"a": 1}, headers=((b"authorization", b"Bearer sk-other"),)), recorded, RULES
     )
     assert result == {"key": "k", "differences": [], "more": 0}
+
+
+def test_one_pass_answers_each_miss_as_closest_would(monkeypatch):
+    recorded = [
+        ("colours", stored({"q": "name three colours", "n": 1})),
+        ("hello", stored({"q": "translate hello", "n": 1})),
+        ("embed", stored({"input": "x"}, url="https://api.openai.com/v1/embeddings")),
+        (
+            "case",
+            stored(
+                {"q": "translate hello", "n": 1}, url="https://API.openai.com./v1/chat/completions"
+            ),
+        ),
+    ]
+    misses = {
+        "bye": missed({"q": "translate goodbye", "n": 1}),
+        "embed": missed({"input": "y"}, url="https://api.openai.com/v1/embeddings"),
+        "nothing": missed({"a": 1}, url="https://api.anthropic.com/v1/messages"),
+    }
+    normalised = []
+    real = diagnose.normalize
+    monkeypatch.setattr(diagnose, "normalize", lambda *a: normalised.append(1) or real(*a))
+    batch = closest_each(misses, iter(recorded), RULES)
+    assert len(normalised) == len(recorded)  # each recording normalised once, not per miss
+    assert batch == {name: closest(m, recorded, RULES) for name, m in misses.items()}
+    assert batch["bye"]["key"] == "hello" and batch["embed"]["key"] == "embed"
+    assert batch["nothing"] is None
