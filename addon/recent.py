@@ -4,7 +4,7 @@ A test suite often sends the same request more than once in a run (a shared fixt
 parametrised tests, retries), and a hit should then cost no more than mitmproxy answering
 from memory. Both memos are exact, never a second source of truth:
 
-* a key is remembered under `keys.fingerprint` of the request, which holds everything
+* a key is remembered under `flows.fingerprint` of the request, which holds everything
   the key is computed from, so computing it again could only give the same key;
 * a decoded entry is reused only while the store still holds the very bytes it was
   decoded from: every hit still reads the store, so an entry that another process
