@@ -6,6 +6,7 @@ built by fnmatch itself, so the answers are fnmatchcase's.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from fnmatch import translate
@@ -28,14 +29,14 @@ class NameMatcher:
         self.glob: Callable[[str], object] | None = (
             re.compile("|".join(translate(p) for p in self.globs)).match if self.globs else None
         )
-        #: Answers given so far: a request carries the same dozen header names every time.
-        self.known: dict[str, bool] = {}
+        # Answers are remembered: a request carries the same dozen header names every time
+        # (bounded, as the names come off the wire).
+        self.matches: Callable[[str], bool] = functools.lru_cache(maxsize=KNOWN_NAMES)(
+            self._matches
+        )
 
     def __call__(self, name: str) -> bool:
-        known = self.known.get(name)
-        if known is None:
-            known = name in self.exact or (self.glob is not None and self.glob(name) is not None)
-            if len(self.known) >= KNOWN_NAMES:  # names come off the wire: keep the memo small
-                self.known.clear()
-            self.known[name] = known
-        return known
+        return self.matches(name)
+
+    def _matches(self, name: str) -> bool:
+        return name in self.exact or (self.glob is not None and self.glob(name) is not None)

@@ -7,7 +7,9 @@ secrets count only by their presence. Nothing here knows about mitmproxy or LMDB
 
 from __future__ import annotations
 
+import functools
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
@@ -83,13 +85,14 @@ class KeyRules:
     secret_query: tuple[str, ...] = SECRET_QUERY_PARAMS
     _ignored: NameMatcher = field(init=False, repr=False, compare=False)
     _secret: NameMatcher = field(init=False, repr=False, compare=False)
-    _ignored_fields: dict[bytes, bool] = field(
-        default_factory=dict, init=False, repr=False, compare=False
-    )
+    _ignored_field: Callable[[bytes], bool] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_ignored", NameMatcher(self.ignored))
         object.__setattr__(self, "_secret", NameMatcher(self.secret))
+        # Raw names come off the wire: remember a bounded number of answers.
+        ignored = functools.lru_cache(maxsize=1024)(lambda raw: self.is_ignored(_text(raw).lower()))
+        object.__setattr__(self, "_ignored_field", ignored)
 
     @classmethod
     def with_extra(cls, ignored: tuple[str, ...] = (), secret: tuple[str, ...] = ()) -> KeyRules:
@@ -103,12 +106,7 @@ class KeyRules:
 
     def is_ignored_field(self, name: bytes) -> bool:
         """is_ignored for a header name as it came off the wire (mitmproxy's header fields)."""
-        known = self._ignored_fields.get(name)
-        if known is None:
-            if len(self._ignored_fields) >= 1024:  # names come off the wire: keep this small
-                self._ignored_fields.clear()
-            known = self._ignored_fields[name] = self.is_ignored(_text(name).lower())
-        return known
+        return self._ignored_field(name)
 
     def is_secret(self, name: str) -> bool:
         return self._secret(name)

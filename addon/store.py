@@ -72,15 +72,13 @@ class Store:
         self.close()
 
     def get(self, key: bytes) -> bytes | None:
-        """One read transaction; the hot path of every cache hit, so written out in full."""
+        """One read transaction; the hot path of every cache hit."""
         with self.resize_lock:
-            try:
-                with self.env.begin(buffers=False) as txn:
-                    return txn.get(key)
-            except lmdb.MapResizedError:
-                self.env.set_mapsize(0)
-                with self.env.begin(buffers=False) as txn:
-                    return txn.get(key)
+            return self._retry_resized(lambda: self._get(key))
+
+    def _get(self, key: bytes) -> bytes | None:
+        with self.env.begin(buffers=False) as txn:
+            return txn.get(key)
 
     def put(self, key: bytes, value: bytes) -> None:
         self.put_many([(key, value)])
