@@ -5,7 +5,7 @@
     ./dev run python scripts/bench.py --smoke    # seconds: every section once, tiny
 
 Everything runs on 127.0.0.1 in a temporary directory: a fake HTTPS provider
-(scripts/bench_net.py), real mitmdump processes (scripts/bench_proxy.py) and an asyncio
+(scripts/benchmark/net.py), real mitmdump processes (scripts/benchmark/proxy.py) and an asyncio
 keep-alive HTTPS client through them. All variants of a section run at once and are
 measured in turn, in an order rotated every repetition; each result is a ratio between
 two variants of the same repetition, and the report gives the median of those ratios
@@ -19,16 +19,21 @@ import argparse
 import itertools
 import json
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import _bootstrap  # noqa: F401
-
-from scripts import bench_data, bench_net, bench_proxy, bench_report
-from scripts.bench_net import Target, Window
+from benchmark import data as bench_data
+from benchmark import load as bench_load
+from benchmark import net as bench_net
+from benchmark import proxy as bench_proxy
+from benchmark import report as bench_report
+from benchmark.net import Target, Window
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -61,7 +66,7 @@ class Bench:
         self.logs.mkdir(parents=True)
         self.samples: list[dict] = []
         self.running: list[bench_proxy.Proxy] = []
-        self.upstream = None
+        self.upstream: subprocess.Popen[str] | None = None
         self.counter = itertools.count(1)
 
     @property
@@ -105,12 +110,12 @@ class Bench:
         self.running = []
 
     def start_upstream(self) -> int:
-        import subprocess
-
-        script = ROOT / "scripts" / "bench_upstream.py"
+        script = ROOT / "scripts" / "benchmark" / "upstream.py"
         args = [sys.executable, str(script), str(self.work), str(self.config.sse_delay)]
-        self.upstream = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
-        return int(self.upstream.stdout.readline())
+        upstream = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+        self.upstream = upstream
+        assert upstream.stdout is not None  # stdout=PIPE
+        return int(upstream.stdout.readline())
 
     def close(self) -> None:
         self.stop_all()
@@ -120,13 +125,25 @@ class Bench:
 
     # -- measuring ------------------------------------------------------------------------------
 
-    def window(self, proxy: bench_proxy.Proxy, probe: Target, body, conc: int) -> Window:
+    def window(
+        self, proxy: bench_proxy.Proxy, probe: Target, body: Callable[[], bytes], conc: int
+    ) -> Window:
         target = Target(proxy.port, probe.host, probe.port, self.ca)
         http2 = proxy.extra.get("http2", False)
-        run = bench_net.run_window(target, body, conc, self.config.duration, proxy.cpu, http2=http2)
+        run = bench_load.run_window(
+            target, body, conc, self.config.duration, proxy.cpu, http2=http2
+        )
         return bench_net.run(run)
 
-    def rounds(self, section: str, proxies, probe: Target, bodies, check, payloads=PAYLOADS):
+    def rounds(
+        self,
+        section: str,
+        proxies: list[bench_proxy.Proxy],
+        probe: Target,
+        bodies: dict[str, Callable[[], bytes]],
+        check: Callable[[bench_proxy.Proxy, str, Window], None],
+        payloads: tuple[str, ...] = PAYLOADS,
+    ) -> None:
         """Every cell (payload x concurrency) of every repetition, variants in rotated order."""
         cells = [(p, c) for p in payloads for c in self.config.concurrency]
         for rep in range(self.config.reps):
@@ -215,7 +232,7 @@ class Bench:
         ]
         probe = Target(0, "127.0.0.1", port, self.ca)
 
-        def unique(stream: bool):
+        def unique(stream: bool) -> Callable[[], bytes]:
             return lambda: bench_net.request_body(stream, next(self.counter))
 
         self.start(proxies, probe, unique(False)())
@@ -263,7 +280,7 @@ class Bench:
 SSE_SIZE = len(b"".join(bench_net.sse_chunks()))
 
 
-def const(body: bytes):
+def const(body: bytes) -> Callable[[], bytes]:
     return lambda: body
 
 
@@ -324,9 +341,10 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     if args.report:
         saved = json.loads(args.report.read_text())
-        config = Config(
-            **{k: tuple(v) if isinstance(v, list) else v for k, v in saved["config"].items()}
-        )
+        fields: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in saved["config"].items()
+        }
+        config = Config(**fields)
         report = bench_report.Report(saved["samples"], config, saved["argv"], saved["seconds"])
         return output(report, args)
     config = config_of(args)
@@ -354,7 +372,7 @@ def output(report: bench_report.Report, args: argparse.Namespace) -> int:
     if args.json:
         args.json.write_text(json.dumps(report.as_json(), indent=1))
     if args.plot:
-        from scripts import bench_plot
+        from benchmark import plot as bench_plot
 
         bench_plot.plot(report, args.plot)
     return 0

@@ -7,10 +7,12 @@ Exit 0: the (verified) hit rate meets --min-hit-rate;
 """
 
 import sys
+from pathlib import Path
 
-import _bootstrap  # noqa: F401
+# The checkout's own package first, installed or not (as `mitmdump -s addon/cache.py` does).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "addon"))
 
-from scripts import cli, rebuild
+from provider_cache.cli.main import script
 
 if __name__ == "__main__":
-    sys.exit(cli.run(rebuild.main, cli.rebuild_parser(), sys.argv[1:]))
+    sys.exit(script("cache_rebuild", sys.argv[1:]))

@@ -6,10 +6,12 @@ hit rate is below it; 2 when the proxy cannot start or the usage is wrong.
 """
 
 import sys
+from pathlib import Path
 
-import _bootstrap  # noqa: F401
+# The checkout's own package first, installed or not (as `mitmdump -s addon/cache.py` does).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "addon"))
 
-from scripts import cli, runner
+from provider_cache.cli.main import script
 
 if __name__ == "__main__":
-    sys.exit(cli.run(runner.main, cli.run_parser(), sys.argv[1:]))
+    sys.exit(script("cache_run", sys.argv[1:]))

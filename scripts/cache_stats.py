@@ -5,10 +5,12 @@ Exit 0: at or above --min-hit-rate; 1: below; 2: input missing or unreadable.
 """
 
 import sys
+from pathlib import Path
 
-import _bootstrap  # noqa: F401
+# The checkout's own package first, installed or not (as `mitmdump -s addon/cache.py` does).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "addon"))
 
-from scripts import cli, gate
+from provider_cache.cli.main import script
 
 if __name__ == "__main__":
-    sys.exit(cli.run(gate.main, cli.stats_parser(), sys.argv[1:]))
+    sys.exit(script("cache_stats", sys.argv[1:]))

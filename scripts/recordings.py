@@ -6,10 +6,12 @@ Exit 0 on success; 1 when `verify` finds an entry that does not decode;
 """
 
 import sys
+from pathlib import Path
 
-import _bootstrap  # noqa: F401
+# The checkout's own package first, installed or not (as `mitmdump -s addon/cache.py` does).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "addon"))
 
-from scripts import admin, cli
+from provider_cache.cli.main import script
 
 if __name__ == "__main__":
-    sys.exit(cli.run(admin.main, cli.recordings_parser(), sys.argv[1:]))
+    sys.exit(script("recordings", sys.argv[1:]))

@@ -107,5 +107,17 @@ def use_proxy(monkeypatch: pytest.MonkeyPatch) -> Callable[[Mitmdump], None]:
     return use
 
 
+#: Test directories whose tests start real processes (mitmdump, SDK clients, browsers).
+SLOW_DIRS = ("e2e", "reliability")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The fast lane (`./dev test -m "not slow"`) is every test that starts no process."""
+    root = Path(__file__).parent
+    for item in items:
+        if item.path.relative_to(root).parts[0] in SLOW_DIRS:
+            item.add_marker(pytest.mark.slow)
+
+
 def pytest_report_header() -> str:
     return f"provider-cache tests; python {os.sys.version.split()[0]}"

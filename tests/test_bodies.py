@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from addon.bodies import (
+from provider_cache.core.bodies import (
     canonical_body,
     canonical_json,
     canonical_multipart,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
-from addon import diagnose
-from addon.diagnose import closest, closest_each, differences, stored_parts
-from addon.keys import KeyRules, RequestParts, normalize
-from addon.records import StoredRequest
+from provider_cache.core import diagnose
+from provider_cache.core.diagnose import closest, closest_each, differences, stored_parts
+from provider_cache.core.keys import KeyRules, RequestParts, normalize
+from provider_cache.core.records import StoredRequest
 
 RULES = KeyRules()
 URL = "https://api.openai.com/v1/chat/completions"

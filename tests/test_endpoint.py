@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from mitmproxy.test import taddons, tflow
 
-from addon import endpoint
+from provider_cache.mitm import endpoint
 
 
 def endpoint_request(host: str, host_header: str | None = None):

@@ -10,8 +10,8 @@ from mitmproxy import flowfilter, http, io
 from mitmproxy.addons import serverplayback
 from mitmproxy.test import taddons, tflow
 
-from addon.flowfile import MARKERS, entry_to_flow, flow_id, when, write_flows
-from addon.records import Entry, StoredRequest, StoredResponse, pack, unpack
+from provider_cache.core.records import Entry, StoredRequest, StoredResponse, pack, unpack
+from provider_cache.mitm.flowfile import MARKERS, entry_to_flow, flow_id, when, write_flows
 
 KEY = "2dc6f02af6f20093a80b8f297ccbaa6db84e93ceb041e1f7f9dfa50e11af385a"
 RECORDED_AT = 1_732_579_200.25

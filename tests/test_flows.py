@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from mitmproxy import http
 from mitmproxy.test import tflow
 
-from addon import flows, keys
+from provider_cache.core import keys
+from provider_cache.mitm import flows
 
 RULES = keys.KeyRules()
 

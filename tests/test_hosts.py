@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from addon.hosts import BUILTIN_ALIAS, BUILTIN_HOSTS, HostMatcher, expand
+from provider_cache.core.hosts import BUILTIN_ALIAS, BUILTIN_HOSTS, HostMatcher, expand
 
 BUILTIN = HostMatcher(expand([BUILTIN_ALIAS]))
 

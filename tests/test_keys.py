@@ -22,8 +22,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import addon.keys
-from addon.keys import (
+import provider_cache.core.keys
+from provider_cache.core.keys import (
     IGNORED_HEADERS,
     REDACTED,
     SECRET_HEADERS,
@@ -92,7 +92,9 @@ def test_key_is_stable_across_processes_and_versions() -> None:
 def test_key_version_is_part_of_the_hashed_material(monkeypatch: pytest.MonkeyPatch) -> None:
     normalized = normalize(BASE, RULES)
     before = cache_key(normalized)
-    monkeypatch.setattr(addon.keys, "KEY_VERSION", addon.keys.KEY_VERSION + 1)
+    monkeypatch.setattr(
+        provider_cache.core.keys, "KEY_VERSION", provider_cache.core.keys.KEY_VERSION + 1
+    )
     after = cache_key(normalized)
     assert after != before
     assert key(BASE) == after

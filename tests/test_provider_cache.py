@@ -11,9 +11,9 @@ import pytest
 from mitmproxy import exceptions, http
 from mitmproxy.test import taddons, tflow
 
-from addon import records
-from addon.provider_cache import ProviderCache
-from addon.streaming import StreamRecorder
+from provider_cache.core import records
+from provider_cache.core.streaming import StreamRecorder
+from provider_cache.mitm.hooks import ProviderCache
 
 SSE = b'data: {"x": 1}\n\ndata: [DONE]\n\n'
 

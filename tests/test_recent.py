@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from addon.recent import LRU, RecentEntries
+from provider_cache.core.recent import LRU, RecentEntries
 
 
 def test_lru_evicts_the_least_recently_used_first():

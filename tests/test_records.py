@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from addon.records import (
+from provider_cache.core.records import (
     SCHEMA,
     CorruptEntry,
     Entry,

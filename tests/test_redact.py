@@ -8,8 +8,8 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from addon.keys import KeyRules
-from addon.redact import (
+from provider_cache.core.keys import KeyRules
+from provider_cache.core.redact import (
     MIN_SCRUB_LENGTH,
     REDACTED_BYTES,
     redact_headers,

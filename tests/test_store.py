@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from addon.store import Store, StoreError
+from provider_cache.storage.store import Store, StoreError
 
 
 def test_map_grows_when_full(tmp_path: Path):

@@ -25,10 +25,10 @@ from mitmproxy.proxy.layers.http import (
 from mitmproxy.test import taddons, tflow
 from mitmproxy.tools.web.webaddons import WebAddon
 
-from addon import records
-from addon.flowfile import when
-from addon.provider_cache import ProviderCache
-from addon.webui import CacheCommands, FlowMarkers
+from provider_cache.core import records
+from provider_cache.mitm.flowfile import when
+from provider_cache.mitm.hooks import ProviderCache
+from provider_cache.mitm.webui import CacheCommands, FlowMarkers
 
 OPENAI = "api.openai.com"
 

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import time
+from pathlib import Path
 
 import httpx
+import pytest
 from mitmproxy.net import encoding
 
-from addon import records
-from addon.store import Store
+from provider_cache.core import records
+from provider_cache.storage.store import Store
 from tests.support.fake_provider import FakeProvider
 from tests.support.proxy import ROOT_DIR, Mitmdump
 
@@ -124,6 +127,16 @@ def test_cache_hosts_option_adds_a_host_to_the_builtin_list(
     assert fake.served == 2
 
 
+def node_client() -> Path:
+    """The Node client, or a skip that says what is missing (./dev test installs both)."""
+    client = ROOT_DIR / "tests" / "node" / "client.mjs"
+    if shutil.which("node") is None:
+        pytest.skip("Node.js is not installed: install Node.js 20+ to run the Node client test")
+    if not (client.parent / "node_modules").is_dir():
+        pytest.skip("the Node client's dependencies are missing: run ./dev test (npm ci)")
+    return client
+
+
 def test_node_fetch_goes_through_the_proxy_and_trusts_its_ca(start_proxy, fake, monkeypatch):
     proxy = start_proxy("record")
     env = {
@@ -131,7 +144,7 @@ def test_node_fetch_goes_through_the_proxy_and_trusts_its_ca(start_proxy, fake, 
         "OPENAI_API_KEY": "sk-node",
         **proxy.client_env(),
     }
-    client = ROOT_DIR / "tests" / "node" / "client.mjs"
+    client = node_client()
     runs = [
         subprocess.run(
             ["node", str(client), "hello from node"],

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from addon.stats import Stats
+from provider_cache.core.stats import Stats
 from tests.support.proxy import ROOT_DIR
 
 SCRIPT = ROOT_DIR / "scripts" / "cache_stats.py"

@@ -25,7 +25,7 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
-from addon.store import Store
+from provider_cache.storage.store import Store
 from tests.conftest import PROVIDER_HOSTS
 from tests.support.fake_provider import FakeProvider
 from tests.support.proxy import Mitmdump, free_port

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from addon import cachedir
-from addon.store import Store
-from scripts import cli, rebuild
+from provider_cache.cli import rebuild
+from provider_cache.cli.main import script_parser
+from provider_cache.storage import cachedir
+from provider_cache.storage.store import Store
 from tests.conftest import PROVIDER_HOSTS
 from tests.e2e.test_cache_run import suite
 from tests.support import secrets
@@ -56,7 +57,7 @@ def args_for(tmp_path: Path, fake, cache_dir: Path, monkeypatch):
 
 
 def run_rebuild(argv: list[str], clock: FakeClock, seed: int = 0) -> int:
-    return rebuild.main(cli.rebuild_parser().parse_args(argv), clock, random.Random(seed))
+    return rebuild.main(script_parser("cache_rebuild").parse_args(argv), clock, random.Random(seed))
 
 
 def state(cache_dir: Path) -> dict:

@@ -10,8 +10,8 @@ import httpx
 import pytest
 from mitmproxy import io
 
-from addon import records
-from addon.store import Store
+from provider_cache.core import records
+from provider_cache.storage.store import Store
 from tests.support.proxy import ROOT_DIR
 
 SCRIPT = ROOT_DIR / "scripts" / "recordings.py"

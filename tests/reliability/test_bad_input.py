@@ -8,8 +8,8 @@ import ssl
 
 import httpx
 
-from addon import records
-from addon.store import Store
+from provider_cache.core import records
+from provider_cache.storage.store import Store
 from tests.reliability.clients import CHAT, ECHO, raw_https
 
 JSON = {"content-type": "application/json"}

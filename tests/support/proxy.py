@@ -10,7 +10,7 @@ import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scripts.proxyctl import ManagedProxy, ProxyError, free_port
+from provider_cache.cli.proxyctl import ManagedProxy, ProxyError, free_port
 
 RESOLVE_ADDON = Path(__file__).with_name("resolve.py")
 ROOT_DIR = Path(__file__).resolve().parents[2]

@@ -1,1 +1,0 @@
-"""provider-cache: a mitmproxy addon that records and replays LLM provider traffic."""

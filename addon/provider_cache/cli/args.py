@@ -1,0 +1,169 @@
+"""Argument parsing for every companion script, and the one-line failure contract (SPEC §7, §9).
+
+Each script is a thin shim: `raise SystemExit(cli.run(main, parser(), argv))`.
+Anticipated failures raise `Fail(message, code)`; `run` prints one line to stderr
+and returns the code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from collections.abc import Callable
+from typing import NoReturn
+
+from provider_cache.core.names import DEFAULT_MODE, MODES
+from provider_cache.storage.cachedir import DEFAULT_CACHE_DIR, STATS_FILE
+
+# Exit codes shared by the scripts.
+OK, BELOW_THRESHOLD, BAD_INPUT = 0, 1, 2
+
+
+class Fail(Exception):
+    def __init__(self, message: str, code: int = BAD_INPUT):
+        super().__init__(message)
+        self.code = code
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (and exit 2) rather than the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        raise Fail(f"{self.prog}: {message} (see --help)", BAD_INPUT)
+
+
+def hit_rate(text: str) -> float:
+    try:
+        value = float(text.rstrip("%")) / (100 if text.endswith("%") else 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (or 0% and 100%): {text!r}")
+    return value
+
+
+def add_stats_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "files",
+        nargs="*",
+        metavar="STATS_FILE",
+        help=f"stats files (shards are summed); default {DEFAULT_CACHE_DIR}/{STATS_FILE}",
+    )
+    p.add_argument("--url", help="a running proxy (http://127.0.0.1:8080) or its /stats URL")
+    p.add_argument(
+        "--min-hit-rate", type=hit_rate, metavar="F", help="exit 1 below this (0.95 or 95%%)"
+    )
+    p.add_argument("--format", choices=("text", "json", "markdown"), default="text")
+
+
+def add_cache_dir(p: argparse.ArgumentParser, help: str) -> None:
+    p.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR, help=f"{help} (default: %(default)s)")
+
+
+def add_proxy_arguments(p: argparse.ArgumentParser) -> None:
+    add_cache_dir(p, "LMDB directory")
+    p.add_argument("--stats-file", help=f"stats file (default: <cache-dir>/{STATS_FILE})")
+    p.add_argument("--confdir", help="mitmproxy confdir holding the CA (default: ~/.mitmproxy)")
+    p.add_argument(
+        "--set",
+        dest="options",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra mitmproxy option, repeatable",
+    )
+    p.add_argument(
+        "--script",
+        dest="scripts",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="extra mitmproxy addon script, repeatable",
+    )
+    p.add_argument("--proxy-log", help="write mitmdump's output to this file")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
+
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--mode", choices=MODES, default=DEFAULT_MODE)
+    p.add_argument("--min-hit-rate", type=hit_rate, metavar="F", help="also gate on the hit rate")
+    p.add_argument(
+        "--format", choices=("text", "json", "markdown"), default="text", help="gate report format"
+    )
+    add_proxy_arguments(p)
+
+
+def command_of(args: argparse.Namespace) -> list[str]:
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        raise Fail("no command given: put it after --, e.g. -- pytest tests/", BAD_INPUT)
+    return command
+
+
+class Terminated(Exception):
+    """SIGTERM (a cancelled CI job): unwound like Ctrl-C, so managed proxies are stopped."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+def run(main: Callable[[argparse.Namespace], int], parser: Parser, argv: list[str] | None) -> int:
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return main(parser.parse_args(argv))
+    except Fail as e:
+        print(str(e), file=sys.stderr)
+        return e.code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Terminated:
+        print("terminated", file=sys.stderr)
+        return 143
+
+
+def add_recordings_arguments(p: argparse.ArgumentParser) -> None:
+    add_cache_dir(p, "the store")
+    sub = p.add_subparsers(dest="action", required=True, parser_class=Parser)
+    ls = sub.add_parser("ls", help="list entries")
+    ls.add_argument("--host", help="host glob, e.g. api.openai.com or *.azure.com")
+    ls.add_argument("--path", help="path glob, e.g. /v1/chat/*")
+    ls.add_argument("--json", action="store_true", help="one JSON object per line")
+    show = sub.add_parser("show", help="show one entry: redacted request, response, chunks")
+    show.add_argument("key", help="a key or a unique prefix of one (6+ characters)")
+    rm = sub.add_parser("rm", help="delete entries")
+    rm.add_argument("keys", nargs="+", metavar="KEY")
+    prune = sub.add_parser("prune", help="delete entries not used in the last N runs")
+    prune.add_argument("--unused-runs", type=int, required=True, metavar="N")
+    prune.add_argument("--dry-run", action="store_true", help="only list what would go")
+    export = sub.add_parser("export", help="diffable text (default) or a .mitm flow file")
+    export.add_argument("-o", "--output", help="file to write (default: stdout, text only)")
+    export.add_argument("--format", choices=("text", "mitm"), default="text")
+    imp = sub.add_parser("import", help="import a text export or a mitmproxy flow file")
+    imp.add_argument("file")
+    merge = sub.add_parser("merge", help="merge another cache directory (newer entry wins)")
+    merge.add_argument("other", metavar="OTHER_DIR")
+    merge.add_argument("--dry-run", action="store_true")
+    sub.add_parser("verify", help="check that every entry decodes; exit 1 if one does not")
+    misses = sub.add_parser("misses", help="the missed requests of a run, with what differs")
+    misses.add_argument("stats_file", nargs="?", help=f"default: <cache-dir>/{STATS_FILE}")
+
+
+def add_rebuild_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--min-hit-rate", type=hit_rate, required=True, metavar="F")
+    p.add_argument("--full", action="store_true", help="rebuild from scratch into a fresh store")
+    p.add_argument("--force", action="store_true", help="ignore the backoff window")
+    p.add_argument("--base-delay", type=float, default=30.0, metavar="S", help="default 30")
+    p.add_argument("--factor", type=float, default=2.0, help="default 2")
+    p.add_argument("--max-delay", type=float, default=900.0, metavar="S", help="cap, default 900")
+    p.add_argument("--max-attempts", type=int, default=3, metavar="N", help="default 3")
+    p.add_argument(
+        "--fresh-for",
+        type=float,
+        default=600.0,
+        metavar="S",
+        help="after a verified run, skip checks for this long (default 600)",
+    )
+    add_proxy_arguments(p)

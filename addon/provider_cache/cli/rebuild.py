@@ -1,0 +1,247 @@
+"""cache_rebuild.py: replay, and if the hit rate is short, re-record and verify, with backoff.
+
+Each attempt is a record run (misses fetched from the providers and stored) and
+a replay run that verifies the result. A failed or still-short attempt waits an
+exponential, fully jittered delay (never shorter than a provider's retry-after)
+and the state is saved in the cache directory, so CI jobs started inside the
+window report when the next rebuild is allowed instead of rebuilding again.
+`--full` records into a fresh store and swaps it in only once it verifies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from provider_cache.cli import backoff
+from provider_cache.cli.args import BELOW_THRESHOLD, OK, command_of
+from provider_cache.cli.proxyctl import ManagedProxy
+from provider_cache.cli.runner import run_behind
+from provider_cache.core import report
+from provider_cache.core.timefmt import stamp_utc
+from provider_cache.storage import cachedir
+
+HEARTBEAT = 30.0
+
+
+class Clock(Protocol):
+    def now(self) -> float: ...
+    def sleep(self, seconds: float) -> None: ...
+
+
+class SystemClock:
+    def now(self) -> float:
+        return time.time()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+@dataclass
+class Run:
+    status: int
+    stats: dict | None
+
+    @property
+    def hit_rate(self) -> float | None:
+        return self.stats["hit_rate"] if self.stats else None
+
+    def meets(self, threshold: float) -> bool:
+        """A run with no provider lookups has nothing to be stale."""
+        return self.stats is not None and (self.hit_rate is None or self.hit_rate >= threshold)
+
+    @property
+    def retry_after(self) -> float | None:
+        return self.stats.get("retry_after") if self.stats else None
+
+
+class Rebuild:
+    def __init__(self, args: argparse.Namespace, clock: Clock, rng: random.Random):
+        self.args, self.clock, self.rng = args, clock, rng
+        self.command = command_of(args)
+        self.cache_dir = Path(args.cache_dir).resolve()
+        self.state_path = self.cache_dir / cachedir.REBUILD_STATE
+        self.policy = backoff.Policy(
+            args.base_delay, args.factor, args.max_delay, args.max_attempts
+        )
+        self._workdir: Path | None = None
+        self.runs = 0
+
+    @property
+    def workdir(self) -> Path:
+        """Logs and stats of the runs: removed on success, kept to diagnose a failure."""
+        if self._workdir is None:
+            self._workdir = Path(tempfile.mkdtemp(prefix="provider-cache-rebuild-"))
+        return self._workdir
+
+    def say(self, message: str) -> None:
+        stamp = time.strftime("%H:%M:%S", time.gmtime(self.clock.now()))
+        print(f"[rebuild {stamp}] {message}", flush=True)
+
+    # -- the steps ---------------------------------------------------------------------------
+
+    def run(self, mode: str, cache_dir: Path, label: str) -> Run:
+        self.runs += 1
+        name = f"{self.runs:02d}-" + "".join(c if c.isalnum() else "-" for c in label)
+        stats_file = self.workdir / f"{name}.json"
+        proxy = ManagedProxy(
+            cache_dir=cache_dir,
+            mode=mode,
+            options=[*self.args.options, f"cache_stats_file={stats_file}"],
+            scripts=[Path(s).resolve() for s in self.args.scripts],
+            confdir=Path(self.args.confdir).resolve() if self.args.confdir else None,
+            log_path=self.workdir / f"{name}.log",
+        )
+        self.say(f"{label}: {mode} run of: {' '.join(self.command)}")
+        status = run_behind(proxy, self.command)
+        stats = json.loads(stats_file.read_text()) if stats_file.exists() else None
+        rate = report.percent(stats["hit_rate"]) if stats else "unknown"
+        self.say(f"{label}: command exited {status}; hit rate {rate}")
+        return Run(status, stats)
+
+    def attempt(self, number: int) -> Run:
+        """Record (into a fresh store with --full), then verify in replay mode."""
+        target = self.fresh_dir() if self.args.full else self.cache_dir
+        recorded = self.run("record", target, f"attempt {number}/{self.policy.max_attempts} record")
+        verified = self.run("replay", target, f"attempt {number}/{self.policy.max_attempts} verify")
+        if recorded.stats and recorded.stats.get("rate_limited"):
+            self.say(
+                f"providers rate-limited {recorded.stats['rate_limited']} requests"
+                f" (retry-after {recorded.retry_after or 'not given'})"
+            )
+            verified.stats = {**(verified.stats or {}), "retry_after": recorded.retry_after}
+        if self.args.full:
+            self.finish_full(target, verified.meets(self.args.min_hit_rate))
+        return verified
+
+    def fresh_dir(self) -> Path:
+        fresh = self.cache_dir.parent / f".{self.cache_dir.name}.rebuild"
+        shutil.rmtree(fresh, ignore_errors=True)
+        return fresh
+
+    def finish_full(self, fresh: Path, verified: bool) -> None:
+        """Swap the verified store in with one rename; otherwise the old one stays untouched."""
+        if verified:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            os.replace(fresh / cachedir.DATA_FILE, self.cache_dir / cachedir.DATA_FILE)
+            self.say(f"swapped the verified fresh store into {self.cache_dir}")
+        else:
+            self.say("fresh store not verified: the existing store is left as it was")
+        shutil.rmtree(fresh, ignore_errors=True)
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def __call__(self) -> int:
+        state, warning = backoff.load(self.state_path)
+        if warning:
+            self.say(warning)
+        if not self.args.force and (early := self.skip(state)) is not None:
+            return early
+        if not self.args.full:
+            check = self.run("replay", self.cache_dir, "check")
+            state.note(self.record("check", check))
+            if check.meets(self.args.min_hit_rate):
+                message = "the cache meets the threshold: nothing to rebuild" + last_rebuild(state)
+                return self.succeed(state, check, message)
+        for number in range(1, self.policy.max_attempts + 1):
+            verified = self.attempt(number)
+            state.note(self.record(f"attempt {number}", verified))
+            if verified.meets(self.args.min_hit_rate):
+                return self.succeed(state, verified, f"rebuilt and verified on attempt {number}")
+            delay = self.fail(state, verified)
+            if number < self.policy.max_attempts:
+                self.wait(delay, number + 1)
+        return self.give_up(state)
+
+    def skip(self, state: backoff.State) -> int | None:
+        now = self.clock.now()
+        if state.next_allowed_at and now < state.next_allowed_at:
+            self.say(
+                f"in backoff after {state.failures} failed attempt(s); next rebuild allowed at "
+                f"{stamp(state.next_allowed_at)} (in {duration(state.next_allowed_at - now)}). "
+                "Not rebuilding (--force overrides)."
+            )
+            return BELOW_THRESHOLD
+        return None
+
+    def record(self, kind: str, run: Run) -> dict:
+        return {
+            "at": self.clock.now(),
+            "kind": kind,
+            "status": run.status,
+            "hit_rate": run.hit_rate,
+            "misses": run.stats["misses"] if run.stats else None,
+        }
+
+    def succeed(self, state: backoff.State, run: Run, message: str) -> int:
+        hit_rate = 1.0 if run.hit_rate is None else run.hit_rate
+        state.failures, state.next_allowed_at = 0, None
+        state.last_verified_at, state.last_hit_rate = self.clock.now(), hit_rate
+        state.command = self.command
+        backoff.save(self.state_path, state)
+        if self._workdir:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+        self.say(f"{message}: hit rate {report.percent(hit_rate)}")
+        return OK
+
+    def fail(self, state: backoff.State, run: Run) -> float:
+        state.failures += 1
+        delay = self.policy.delay(state.failures, self.rng, run.retry_after)
+        state.next_allowed_at = self.clock.now() + delay
+        state.command = self.command
+        backoff.save(self.state_path, state)
+        rate = report.percent(run.hit_rate) if run.stats else "unknown (no stats)"
+        self.say(
+            f"attempt failed: hit rate {rate} is below {report.percent(self.args.min_hit_rate)}"
+            f" ({state.failures} consecutive failure(s))"
+        )
+        return delay
+
+    def wait(self, delay: float, next_attempt: int) -> None:
+        self.say(f"waiting {duration(delay)} before attempt {next_attempt} (backoff with jitter)")
+        remaining = delay
+        while remaining > 0:
+            step = min(HEARTBEAT, remaining)
+            self.clock.sleep(step)
+            remaining -= step
+            if remaining > 0:
+                self.say(f"… {duration(remaining)} to go")
+
+    def give_up(self, state: backoff.State) -> int:
+        # fail() sets next_allowed_at on every attempt; only --max-attempts 0 (no attempt) can
+        # leave it unset, and then the stamp is of the current time, as time.gmtime(None) gave.
+        allowed_at = time.time() if state.next_allowed_at is None else state.next_allowed_at
+        self.say(
+            f"giving up for now after {self.policy.max_attempts} attempt(s); next rebuild allowed"
+            f" at {stamp(allowed_at)}. Run logs and stats: {self.workdir}"
+        )
+        return BELOW_THRESHOLD
+
+
+def last_rebuild(state: backoff.State) -> str:
+    attempts = [h for h in state.history if h["kind"].startswith("attempt")]
+    return f" (last rebuild {stamp(attempts[-1]['at'])})" if attempts else ""
+
+
+def stamp(at: float) -> str:
+    return stamp_utc(at)
+
+
+def duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    minutes, secs = divmod(seconds, 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def main(
+    args: argparse.Namespace, clock: Clock | None = None, rng: random.Random | None = None
+) -> int:
+    return Rebuild(args, clock or SystemClock(), rng or random.Random())()

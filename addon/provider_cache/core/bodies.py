@@ -1,0 +1,324 @@
+"""Canonical request bodies for the key: decompressed, JSON canonicalised, multipart by parts.
+
+Pure functions; a body that cannot be parsed as what its content type claims is
+keyed by its raw bytes rather than rejected, so bad input is still cacheable.
+"""
+
+from __future__ import annotations
+
+import email.parser
+import email.policy
+import json
+import re
+import sys
+import zlib
+from collections.abc import Callable, Iterator
+from email.message import Message
+from email.utils import collapse_rfc2231_value
+from itertools import chain, repeat
+from operator import itemgetter
+from typing import cast
+
+import brotli
+import msgpack
+
+if sys.version_info >= (3, 14):
+    from compression import zstd
+else:  # the backport, declared for Pythons before 3.14 (pyproject.toml)
+    from backports import zstd
+
+_BOUNDARY = re.compile(r";\s*boundary=(\"[^\"]*\"|[^;]*)", re.IGNORECASE)
+
+
+def strip_boundary(content_type: str) -> str:
+    """Drop the random multipart boundary from a content type."""
+    return _BOUNDARY.sub("", content_type)
+
+
+def is_json_type(content_type: str) -> bool:
+    mime = content_type.split(";", 1)[0].strip().lower()
+    return mime == "application/json" or mime.endswith("+json")
+
+
+# --- content codings -------------------------------------------------------------------------
+
+
+def _inflate(data: bytes, wbits: int) -> bytes | None:
+    """One complete zlib/gzip/raw-deflate stream, or None if it is cut off or followed by more.
+
+    The one-shot decoders accept a truncated stream or trailing bytes, which would let a
+    damaged body key like the intact one.
+    """
+    stream = zlib.decompressobj(wbits)
+    out = stream.decompress(data)
+    return out if stream.eof and not stream.unused_data else None
+
+
+def _gunzip(data: bytes) -> bytes | None:
+    """A gzip body: one or more complete members (RFC 1952), each checked by its CRC."""
+    out = []
+    while data:
+        stream = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        out.append(stream.decompress(data))
+        if not stream.eof:
+            return None
+        data = stream.unused_data
+    return b"".join(out)
+
+
+def _deflate(data: bytes) -> bytes | None:
+    """A deflate body: zlib-wrapped as RFC 9110 says, or raw as some clients send it."""
+    for wbits in (zlib.MAX_WBITS, -zlib.MAX_WBITS):
+        try:
+            out = _inflate(data, wbits)
+        except zlib.error:
+            continue
+        if out is not None:
+            return out
+    return None
+
+
+def _unbrotli(data: bytes) -> bytes | None:
+    try:
+        return brotli.decompress(data)
+    except brotli.error:
+        return None
+
+
+def _unzstd(data: bytes) -> bytes | None:
+    """One or more complete zstd frames; a cut or damaged frame is None."""
+    try:
+        return zstd.decompress(data)
+    except zstd.ZstdError:
+        return None
+
+
+#: The HTTP content codings understood (RFC 9110 §8.4.1; x-gzip is gzip's registered alias).
+#: A Python codec name such as rot13 or utf-8 is not one and must not reach `codecs`.
+_DECODERS: dict[str, Callable[[bytes], bytes | None]] = {
+    "identity": lambda data: data,
+    "gzip": _gunzip,
+    "x-gzip": _gunzip,
+    "deflate": _deflate,
+    "br": _unbrotli,
+    "zstd": _unzstd,
+}
+
+
+def decode_content(body: bytes, content_encoding: str) -> bytes | None:
+    """Undo a Content-Encoding (a list is undone last coding first); None if it cannot be."""
+    decoders = []
+    for coding in reversed(content_encoding.split(",")):
+        coding = coding.strip().lower()
+        if coding:
+            decoder = _DECODERS.get(coding)
+            if decoder is None:
+                return None
+            decoders.append(decoder)
+    for decoder in decoders:
+        if not body:  # as mitmproxy: an empty body is empty in every coding
+            return body
+        try:
+            decoded = decoder(body)
+        except zlib.error:
+            return None
+        if decoded is None:
+            return None
+        body = decoded
+    return body
+
+
+def canonical_body(body: bytes, headers: dict[str, str]) -> tuple[bytes, str]:
+    """The body as keyed, and what kind of canonical form it got."""
+    decoded = decode_content(body, headers.get("content-encoding", ""))
+    if decoded is None:
+        return body, "raw-encoded"
+    content_type = headers.get("content-type", "")
+    if is_json_type(content_type):
+        canonical = canonical_json(decoded)
+        if canonical is not None:
+            return canonical, "json"
+    elif content_type.lower().startswith("multipart/"):
+        parts = canonical_multipart(decoded, content_type)
+        if parts is not None:
+            return parts, "multipart"
+    return decoded, "raw"
+
+
+# --- JSON ------------------------------------------------------------------------------------
+
+#: Deeper JSON is keyed by its raw bytes. A fixed limit, well below the C parser's own (it
+#: nests on the C stack, 1500 levels in 3.12, shared with the caller), makes the key
+#: independent of how deep in the stack it is computed; no real request nests near it.
+MAX_JSON_DEPTH = 512
+
+
+class _Number(str):
+    """A JSON number kept as its exact source text (1.0 stays 1.0, 1e400 stays 1e400)."""
+
+
+class _Object(list):
+    """A JSON object as its (key, value) pairs sorted by key; duplicates are kept."""
+
+
+_first = itemgetter(0)
+
+
+def _object(pairs: list[tuple[str, object]]) -> _Object:
+    return _Object(sorted(pairs, key=_first))
+
+
+_DECODER = json.JSONDecoder(
+    object_pairs_hook=_object,
+    parse_float=_Number,
+    parse_int=_Number,
+    parse_constant=_Number,
+)
+#: What json.dumps(s, ensure_ascii=False) does for a string, without its per-call overhead.
+_encode_string: Callable[[str], str] = json.encoder.encode_basestring
+
+
+def _quote(value: str) -> str:
+    """_encode_string for a string that needs no escape: just the quotes."""
+    return f'"{value}"'
+
+
+def canonical_json(data: bytes) -> bytes | None:
+    """Sorted keys, no insignificant white space, numbers exactly as written; None if not JSON.
+
+    Also None when nested deeper than MAX_JSON_DEPTH: either the parser's RecursionError
+    (which depends on the caller's stack) or, for every body it does parse, _dump says so.
+
+    Without a backslash in the text no parsed string can hold a character that JSON escapes:
+    `"` ends a string, and the strict parser rejects raw control characters. Such strings
+    are then written back between quotes as they are, which gives the same text as
+    _encode_string and saves most of the cost of a typical request (long prompt strings).
+    """
+    try:
+        text = data.decode(json.detect_encoding(data), "surrogatepass")  # as json.loads does
+        encode = _encode_string if "\\" in text else _quote
+        canonical = _dump(_DECODER.decode(text), encode)
+        return None if canonical is None else canonical.encode()
+    except (ValueError, RecursionError):
+        return None
+
+
+_LITERALS = {True: "true", False: "false", None: "null"}
+
+
+def _dump(root: object, encode: Callable[[str], str] = _encode_string) -> str | None:
+    """The canonical text of a parsed value; None if it nests deeper than MAX_JSON_DEPTH.
+
+    Written with an explicit stack: recursion would make whether a body can be canonicalised
+    depend on the caller's stack depth, and so change its key between call paths.
+    """
+    out: list[str] = []
+    stack: list[tuple[Iterator[tuple[str, object]], str]] = [(iter((("", root),)), "")]
+    while stack:
+        members, closer = stack[-1]
+        for prefix, value in members:
+            out.append(prefix)
+            if isinstance(value, _Number):
+                out.append(value)
+            elif isinstance(value, str):
+                out.append(encode(value))
+            elif isinstance(value, list):
+                if len(stack) > MAX_JSON_DEPTH:
+                    return None
+                stack.append(_members(value, out, encode))
+                break
+            else:
+                out.append(_LITERALS[value])  # type: ignore[index]
+        else:
+            out.append(closer)
+            stack.pop()
+    return "".join(out)
+
+
+def _members(
+    value: list, out: list[str], encode: Callable[[str], str]
+) -> tuple[Iterator[tuple[str, object]], str]:
+    """Open an array or object in `out`; its members with the text due before each."""
+    if isinstance(value, _Object):
+        out.append("{")
+        keys = [f",{encode(k)}:" for k, _ in value]
+        if keys:
+            keys[0] = keys[0][1:]
+        return zip(keys, [v for _, v in value], strict=True), "}"
+    out.append("[")
+    return zip(chain(("",), repeat(",")), value, strict=False), "]"
+
+
+# --- multipart -------------------------------------------------------------------------------
+
+
+class _RawHeaderPolicy(email.policy.Compat32):
+    """Header values as received, only unfolded.
+
+    The email package's own policies decode 8-bit header bytes that are not UTF-8 to U+FFFD,
+    so two part names differing only in such bytes would share a key; here they stay lone
+    surrogates (the parser reads headers as ASCII with surrogateescape).
+    """
+
+    def header_fetch_parse(self, name: str, value: str) -> str:
+        return value.replace("\r", "").replace("\n", "")
+
+
+_PARSER = email.parser.BytesParser(policy=_RawHeaderPolicy())
+
+
+def _param_text(value: str | tuple[str | None, str | None, str]) -> str:
+    """A parameter value as text: RFC 2231 values in their charset, others as UTF-8.
+
+    Bytes that do not decode become lone surrogates rather than U+FFFD, so that distinct
+    bytes stay distinct.
+    """
+    if isinstance(value, tuple):  # (charset, language, value with 8-bit bytes as surrogates)
+        charset, language, text = value
+        text = text.encode("latin-1", "surrogateescape").decode("latin-1")
+        return collapse_rfc2231_value((charset, language, text), errors="surrogateescape")
+    raw = collapse_rfc2231_value(value).encode("latin-1", "surrogateescape")
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def _part(part: Message) -> list[object] | None:
+    """One part as [name, filename, content type, payload]; None if it cannot be canonical.
+
+    The content type is kept whole (unfolded), charset included: the same bytes declared in
+    two charsets are two different texts to the server. A nested multipart, or a part whose
+    headers or transfer encoding are defective, has no canonical form here.
+    """
+    if part.is_multipart():
+        return None
+    name = part.get_param("name", "", header="content-disposition")
+    filename = part.get_param("filename", None, header="content-disposition")
+    if filename is None:
+        filename = part.get_param("name", "", header="content-type")
+    content_type = part.get("content-type")
+    payload = part.get_payload(decode=True) or b""
+    if part.defects:
+        return None
+    return [
+        _param_text(name),
+        _param_text(filename).strip(),
+        part.get_default_type() if content_type is None else content_type.strip(),
+        payload,
+    ]
+
+
+def canonical_multipart(data: bytes, content_type: str) -> bytes | None:
+    """The parts in order (name, filename, type, payload), independent of the boundary."""
+    if not _BOUNDARY.search(content_type):
+        return None
+    head = b"Content-Type: " + content_type.encode("utf-8", "surrogateescape") + b"\r\n\r\n"
+    message = _PARSER.parsebytes(head + data)
+    if not message.is_multipart() or message.defects:
+        return None
+    try:
+        # multipart (checked above): the payload is the list of sub-Messages the parser made
+        parts = [_part(part) for part in cast("list[Message]", message.get_payload())]
+    except ValueError:  # a part name in a charset it does not decode in
+        return None
+    if None in parts:
+        return None
+    return msgpack.packb(parts, use_bin_type=True, unicode_errors="surrogatepass")

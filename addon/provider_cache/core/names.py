@@ -1,0 +1,15 @@
+"""Names the outside world sees, each defined once (SPEC §2, §6, §8)."""
+
+#: The cache modes (SPEC §2), in the order the help lists them.
+MODES = ("record", "replay", "refresh", "read-old-write-new")
+DEFAULT_MODE = "record"
+
+#: The response header that says hit or miss; never stored, never part of a key.
+CACHE_HEADER = "x-provider-cache"
+
+#: The reserved host of the live endpoint, served through the proxy (SPEC §6).
+ENDPOINT_HOST = "provider-cache.internal"
+ENDPOINT_STATS_URL = f"http://{ENDPOINT_HOST}/stats"
+
+#: Where the cache keeps what it decided about a flow, in `flow.metadata` (mitmweb, flow files).
+FLOW_METADATA_KEY = "provider_cache"

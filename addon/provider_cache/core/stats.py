@@ -1,0 +1,171 @@
+"""Per-run counters (SPEC §5): totals, a sliding window, per host, and the missed requests.
+
+Pure and cheap: a hit is two integer increments and a deque append.
+`snapshot()` builds the JSON document the stats file and the endpoint serve.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+
+SCHEMA = 1
+MISSED_LIMIT = 100
+DEFAULT_WINDOW = 100
+#: The run totals and the per-host counts, as the stats file, the endpoint and the gate name them.
+TOTALS = ("hits", "misses", "recorded", "passthrough", "errors")
+HOST_TOTALS = ("hits", "misses", "recorded", "errors")
+BODY_PREVIEW = 2048
+
+
+@dataclass
+class HostCounts:
+    hits: int = 0
+    misses: int = 0
+    recorded: int = 0
+    errors: int = 0
+
+
+@dataclass
+class Missed:
+    method: str
+    url: str
+    key: str
+    count: int
+    request: dict
+    #: The closest recorded request and what differs, filled in by a background thread.
+    closest: dict | None = None
+
+
+@dataclass
+class Stats:
+    mode: str
+    window_size: int
+    started_at: float = field(default_factory=time.time)
+    hits: int = 0
+    misses: int = 0
+    recorded: int = 0
+    passthrough: int = 0
+    errors: int = 0
+    #: Upstream answers 429 (or 503) while recording, and the longest retry-after they asked for.
+    rate_limited: int = 0
+    retry_after: float | None = None
+
+    def __post_init__(self) -> None:
+        self.window: deque[bool] = deque(maxlen=self.window_size)
+        self.by_host: dict[str, HostCounts] = {}
+        self.missed: dict[str, Missed] = {}
+        self.missed_dropped = 0
+
+    def _host(self, host: str) -> HostCounts:
+        counts = self.by_host.get(host)
+        if counts is None:
+            counts = self.by_host[host] = HostCounts()
+        return counts
+
+    def hit(self, host: str) -> None:
+        self.hits += 1
+        self._host(host).hits += 1
+        self.window.append(True)
+
+    def miss(self, host: str, method: str, url: str, key: str, normalized: dict) -> bool:
+        """Count a miss; True when it is a newly listed request (worth diagnosing)."""
+        self.misses += 1
+        self._host(host).misses += 1
+        self.window.append(False)
+        seen = self.missed.get(key)
+        if seen is not None:
+            seen.count += 1
+        elif len(self.missed) < MISSED_LIMIT:
+            self.missed[key] = Missed(method, url, key, 1, describe(normalized))
+            return True
+        else:
+            self.missed_dropped += 1
+        return False
+
+    def record(self, host: str) -> None:
+        self.recorded += 1
+        self._host(host).recorded += 1
+
+    def error(self, host: str | None = None) -> None:
+        self.errors += 1
+        if host:
+            self._host(host).errors += 1
+
+    def rate_limit(self, retry_after: float | None) -> None:
+        self.rate_limited += 1
+        if retry_after is not None:
+            self.retry_after = max(self.retry_after or 0.0, retry_after)
+
+    def pass_through(self) -> None:
+        self.passthrough += 1
+
+    def counters(self) -> tuple[int, ...]:
+        """Changes whenever anything was counted; cheap enough to poll every second."""
+        return (
+            self.hits,
+            self.misses,
+            self.recorded,
+            self.passthrough,
+            self.errors,
+            self.rate_limited,
+        )
+
+    def snapshot(self) -> dict:
+        window_hits = sum(self.window)
+        return {
+            "schema": SCHEMA,
+            "mode": self.mode,
+            "started_at": self.started_at,
+            "updated_at": time.time(),
+            "hits": self.hits,
+            "misses": self.misses,
+            "recorded": self.recorded,
+            "passthrough": self.passthrough,
+            "errors": self.errors,
+            "rate_limited": self.rate_limited,
+            "retry_after": self.retry_after,
+            "hit_rate": rate(self.hits, self.misses),
+            "window": {
+                "size": self.window_size,
+                "hits": window_hits,
+                "misses": len(self.window) - window_hits,
+                "hit_rate": rate(window_hits, len(self.window) - window_hits),
+            },
+            "by_host": {
+                host: {**vars(c), "hit_rate": rate(c.hits, c.misses)}
+                for host, c in sorted(self.by_host.items())
+            },
+            "missed": [vars(m).copy() for m in list(self.missed.values())],
+            "missed_dropped": self.missed_dropped,
+        }
+
+
+def rate(hits: int, misses: int) -> float | None:
+    total = hits + misses
+    return None if total == 0 else hits / total
+
+
+def describe(normalized: dict) -> dict:
+    """Enough of the normalised request to see why it missed, as JSON-able text."""
+    body = normalized["body"]
+    text = body[:BODY_PREVIEW].decode("utf-8", "backslashreplace")
+    return {
+        "headers": [f"{k}: {v}" for k, v in normalized["headers"]],
+        "query": [f"{k}={v}" for k, v in normalized["query"]],
+        "body_kind": normalized["body_kind"],
+        "body": text + ("…" if len(body) > BODY_PREVIEW else ""),
+    }
+
+
+def parse_retry_after(value: str, now: float) -> float | None:
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date."""
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - now)
+    except (TypeError, ValueError):
+        return None

@@ -1,0 +1,18 @@
+"""The addons that make provider-cache, wired in the order they must run."""
+
+from __future__ import annotations
+
+from provider_cache.mitm.endpoint import Endpoint
+from provider_cache.mitm.hooks import ProviderCache
+from provider_cache.mitm.webui import CacheCommands, FlowMarkers
+
+
+def make_addons() -> list[object]:
+    """New addon instances (a script reload makes new ones).
+
+    The cache comes first, so that a hit has its answer before the endpoint looks at the
+    flow (ProviderCache does not count the endpoint's requests). The mitmweb markers come
+    last: they read the metadata the cache puts on each flow.
+    """
+    cache = ProviderCache()
+    return [cache, Endpoint(cache.snapshot), FlowMarkers(cache), CacheCommands(cache)]

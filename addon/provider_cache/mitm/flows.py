@@ -1,0 +1,157 @@
+"""Translation between mitmproxy's HTTP objects and the pure key/record types."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+
+from mitmproxy import http
+
+from provider_cache.core import redact
+from provider_cache.core.bodies import decode_content
+from provider_cache.core.keys import KeyRules, RequestParts
+from provider_cache.core.names import CACHE_HEADER
+from provider_cache.core.records import Entry, StoredRequest, StoredResponse, storable_headers
+
+#: Not 408/409/429 (the SDKs retry those) and not 5xx: a miss must fail fast and clearly.
+MISS_STATUS = 404
+
+
+def query_of(request: http.Request) -> str:
+    """The raw query string: mitmproxy's `query` view would re-encode it."""
+    return request.path.partition("?")[2]
+
+
+def request_parts(request: http.Request) -> RequestParts:
+    return RequestParts(
+        method=request.method,
+        scheme=request.scheme,
+        host=request.host,
+        port=request.port,
+        path=request.path.partition("?")[0],
+        query=query_of(request),
+        headers=tuple(request.headers.items(multi=True)),
+        body=request.raw_content or b"",
+    )
+
+
+def fingerprint(request: http.Request, rules: KeyRules) -> tuple:
+    """Everything the key is computed from, as mitmproxy holds it: under the same rules,
+    equal fingerprints have equal keys. For remembering keys (addon/recent.py).
+
+    `request_parts` and then `keys.key_for` are pure functions of these fields, and
+    `keys.normalize` drops the headers the rules ignore, so they are left out here too; the
+    body counts by its SHA-256, as the key itself counts by one. No decoding, no parsing.
+    """
+    data = request.data
+    headers = tuple(pair for pair in data.headers.fields if not rules.is_ignored_field(pair[0]))
+    body = hashlib.sha256(data.content or b"").digest()
+    return (data.method, data.scheme, data.host, data.port, data.path, headers, body)
+
+
+def redacted_url(request: http.Request, rules: KeyRules) -> str:
+    # `url`, not `pretty_url`: the host the request went to, as the key has it (and without
+    # parsing the Host header, a good part of a recording's cost).
+    return redact.redact_url(request.url, rules)
+
+
+def stored_request(request: http.Request, rules: KeyRules, secrets: list[bytes]) -> StoredRequest:
+    return StoredRequest(
+        method=request.method,
+        url=redacted_url(request, rules),
+        headers=redact.scrub_headers(
+            redact.redact_headers(list(request.headers.fields), rules), secrets
+        ),
+        body=redact.scrub(request.raw_content or b"", secrets),
+    )
+
+
+def stored_response(
+    response: http.Response, secrets: list[bytes], chunks: list[bytes] | None
+) -> StoredResponse | None:
+    """The response decoded from its content-encoding; None if it cannot be decoded."""
+    encoding = response.headers.get("content-encoding", "")
+    raw = b"".join(chunks) if chunks is not None else (response.raw_content or b"")
+    body = decode_content(raw, encoding)
+    if body is None:
+        return None
+    if chunks is not None and encoding.strip().lower() not in ("", "identity"):
+        chunks = [body]  # boundaries of compressed chunks mean nothing once decoded
+    scrubbed = redact.scrub(body, secrets)
+    if chunks is not None and scrubbed != body:
+        chunks = [scrubbed]
+    return StoredResponse(
+        status=response.status_code,
+        reason=response.data.reason.decode("latin-1"),
+        headers=redact.scrub_headers(storable_headers(list(response.headers.fields)), secrets),
+        body=b"" if chunks is not None else scrubbed,
+        chunks=chunks,
+    )
+
+
+def make_entry(
+    flow: http.HTTPFlow, key: str, rules: KeyRules, chunks: list[bytes] | None
+) -> Entry | None:
+    assert flow.response
+    request = flow.request
+    secrets = redact.secret_values(list(request.headers.fields), query_of(request), rules)
+    response = stored_response(flow.response, secrets, chunks)
+    if response is None:
+        return None
+    return Entry(
+        key=key,
+        recorded_at=time.time(),
+        request=stored_request(request, rules, secrets),
+        response=response,
+    )
+
+
+@dataclass(frozen=True)
+class Replay:
+    """What a hit on an entry sends: worked out once per entry (see addon/recent.py)."""
+
+    entry: Entry
+    status: int
+    reason: bytes
+    headers: tuple[tuple[bytes, bytes], ...]
+    body: bytes
+
+    @classmethod
+    def of(cls, entry: Entry) -> Replay:
+        body = entry.response.content
+        headers = (
+            *entry.response.headers,
+            (b"content-length", str(len(body)).encode()),
+            (CACHE_HEADER.encode(), b"hit"),
+        )
+        reason = entry.response.reason.encode("latin-1")
+        return cls(entry, entry.response.status, reason, headers, body)
+
+
+def replay_response(replay: Replay, http_version: str) -> http.Response:
+    """The stored answer, with a body that goes out byte for byte as recorded."""
+    now = time.time()
+    version = http_version.encode()
+    return http.Response(
+        version, replay.status, replay.reason, replay.headers, replay.body, None, now, now
+    )
+
+
+def miss_response(method: str, url: str, key: str, http_version: str) -> http.Response:
+    """The replay-mode answer to a request that was never recorded (SPEC §2)."""
+    message = (
+        f"provider-cache: no recording for {method} {url} (key {key}) and cache_mode=replay "
+        "forbids contacting the provider; record it with cache_mode=record."
+    )
+    body = json.dumps(
+        {"error": {"type": "provider_cache_miss", "message": message, "key": key}}
+    ).encode()
+    response = http.Response.make(
+        MISS_STATUS,
+        body,
+        {"content-type": "application/json", CACHE_HEADER: "miss"},
+    )
+    response.http_version = http_version
+    return response

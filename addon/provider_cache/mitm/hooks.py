@@ -1,0 +1,335 @@
+"""The mitmproxy hooks: the hit path (SPEC §2).
+
+    request          look up → serve (hit), or answer the miss (replay), or forward
+    responseheaders  a forwarded answer: tee its stream while the client reads it
+    response, error  forwarded → record, if the answer is complete and a success
+
+Each hook opens with guard clauses and hands the work to the pure modules (keys,
+records, stats), the store, and the background machinery (mitm/background.py).
+Per-flow state that cannot be serialised (the stream recorder) stays in this addon,
+keyed by flow id; only plain values go into `flow.metadata`, which mitmweb shows and
+flow files keep.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Protocol
+
+from mitmproxy import ctx, exceptions, http
+from mitmproxy.addonmanager import Loader
+
+from provider_cache.core import records
+from provider_cache.core.keys import KeyRules
+from provider_cache.core.names import CACHE_HEADER, FLOW_METADATA_KEY
+from provider_cache.core.recent import RecentEntries
+from provider_cache.core.stats import DEFAULT_WINDOW, Stats, parse_retry_after
+from provider_cache.core.streaming import StreamRecorder, is_event_stream
+from provider_cache.mitm import endpoint, flows, options
+from provider_cache.mitm.background import Diagnoser, StatsFlusher, Writer
+from provider_cache.mitm.keying import Keyer
+from provider_cache.storage.cachefiles import CacheFiles
+from provider_cache.storage.store import Store, StoreError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Pending:
+    """A forwarded provider request whose answer may be recorded."""
+
+    key: str
+    host: str
+    storable: bool
+    recorder: StreamRecorder | None = None
+
+
+class Watcher(Protocol):
+    """Told what the cache made of each live flow: mitmweb's markers (mitm/webui.py).
+
+    Called by the cache rather than hooked into every flow: two hook calls fewer on
+    every hit, about 2% of its CPU (scripts/bench.py).
+    """
+
+    def endpoint(self, flow: http.HTTPFlow) -> None: ...  # a request for the endpoint
+    def decided(self, flow: http.HTTPFlow) -> None: ...  # answered, or forwarded
+    def settled(self, flow: http.HTTPFlow) -> None: ...  # a forwarded flow is over
+
+
+class ProviderCache:
+    def __init__(self) -> None:
+        self.settings: options.Settings | None = None
+        self.files: CacheFiles | None = None
+        self.stats = Stats(mode="record", window_size=DEFAULT_WINDOW)
+        self.started_at = time.time()
+        self.keyer = Keyer(KeyRules())
+        self.recent_entries: RecentEntries[flows.Replay] = RecentEntries()
+        self.pending: dict[str, Pending] = {}
+        #: Keys whose next request is forwarded and re-recorded even if stored (mitmweb command).
+        self.rerecord_keys: set[str] = set()
+        self.watchers: list[Watcher] = []
+        self.writer = Writer()
+        self.diagnoser = Diagnoser()
+        self.flusher = StatsFlusher(lambda: self.files, lambda: self.stats)
+
+    @property
+    def store(self) -> Store | None:
+        return self.files.store if self.files else None
+
+    def snapshot(self) -> dict:
+        return self.stats.snapshot()
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def load(self, loader: Loader) -> None:
+        options.declare(loader)
+
+    def configure(self, updated: set[str]) -> None:
+        if not any(name.startswith("cache_") for name in updated):
+            return
+        try:
+            new = options.parse(ctx.options)
+            if self.files is None or not self.files.serves(new.cache_dir, new.stats_file):
+                self._open_files(new)
+        except (ValueError, StoreError) as e:
+            if self.settings is None:
+                # At start-up: one clear line; mitmproxy then exits because an error was logged
+                # (raising here would print a traceback through its script loader).
+                logger.error("provider-cache: %s", e)
+                return
+            raise exceptions.OptionsError(str(e)) from None
+        old = self.settings
+        if old is None or (new.mode, new.window_size) != (old.mode, old.window_size):
+            self.stats = Stats(
+                mode=new.mode, window_size=new.window_size, started_at=self.started_at
+            )
+        if old is None or new.rules != old.rules:
+            self.keyer = Keyer(new.rules)  # keys remembered under the old rules are void
+        self.settings = new
+
+    def _open_files(self, new: options.Settings) -> None:
+        files = CacheFiles(new.cache_dir, new.stats_file, new.map_size)
+        if self.files is not None:
+            self.writer.drain()  # writes queued for the old store are done
+            files.run = self.files.run
+            self.files.close()
+        self.files = files
+
+    def running(self) -> None:
+        # Replay must not need the network: only connect upstream when a request is forwarded.
+        if ctx.options.connection_strategy != "lazy":
+            ctx.options.update(connection_strategy="lazy")
+        if self.files is not None and self.flusher.task is None:
+            self.files.begin_run()
+            self.flusher.start()
+
+    def done(self) -> None:
+        self.flusher.stop()
+        if self.files is None:
+            return
+        self.files.closing = True
+        self.diagnoser.shutdown()
+        self.writer.shutdown()
+        try:
+            self.files.write_stats(self.snapshot())
+        except OSError as e:  # logging is already shut down here
+            print(f"provider-cache: cannot write stats file: {e.strerror}", file=sys.stderr)
+        self.files.close()
+        self.files = None
+
+    # -- hooks: the hit path ---------------------------------------------------
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        cfg, files = self.settings, self.files
+        if flow.response or flow.error or not flow.live or cfg is None or files is None:
+            return
+        host = flow.request.host
+        if not cfg.is_provider(host):
+            self._not_provider(flow)
+            return
+        storable = len(flow.request.raw_content or b"") <= cfg.max_body_size
+        if not storable:
+            logger.warning("%s request body over cache_max_body_size: not cached", host)
+        key, normalized = self.keyer.key(flow.request, storable)
+        lookup = storable and cfg.mode != "refresh" and key not in self.rerecord_keys
+        replay = self._lookup(files, key, host) if lookup else None
+        if replay is not None and self._servable(cfg, replay.entry):
+            self._serve(flow, files, replay, host)
+        else:
+            if normalized is None:  # the key was remembered; a miss shows the normalised form
+                normalized = self.keyer.normalized(flow.request, storable)
+            if cfg.mode == "replay":
+                self._answer_miss(flow, key, host, normalized)
+            else:
+                self._forward(flow, Pending(key, host, storable), normalized)
+        for watcher in self.watchers:
+            watcher.decided(flow)
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        pending = self.pending.get(flow.id)
+        if pending is None or flow.response is None or flow.is_replay == "response":
+            return
+        flow.response.headers[CACHE_HEADER] = "miss"
+        if is_event_stream(flow.response.headers.get("content-type", "")):
+            pending.recorder = StreamRecorder(self._settings().max_body_size)
+            flow.response.stream = pending.recorder
+
+    # `response` and `error` are plain functions, as a hit needs nothing from them (a
+    # coroutine function would cost every flow a coroutine). For an answer worth recording
+    # they hand mitmproxy the store write to await: the flow goes on (and the client gets
+    # the answer's end) once it is durable, and the event loop serves other flows meanwhile.
+
+    def response(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
+        pending = self.pending.pop(flow.id, None)
+        if pending is None or flow.response is None:
+            return None
+        if flow.response.status_code in (429, 503):
+            value = flow.response.headers.get("retry-after", "")
+            self.stats.rate_limit(parse_retry_after(value, time.time()) if value else None)
+        return self._finish(flow, pending, self._recordable(flow, pending, False))
+
+    def error(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
+        pending = self.pending.pop(flow.id, None)
+        if pending is None:
+            return None
+        # A broken exchange counts as an error, unless a stream's answer was already complete.
+        entry = None
+        if pending.recorder is not None:
+            entry = self._recordable(flow, pending, connection_closed_early=True)
+        if entry is None:
+            self.stats.error(pending.host)
+        return self._finish(flow, pending, entry)
+
+    # -- look up → serve -------------------------------------------------------
+
+    # Methods, not properties: mitmproxy looks at every attribute of an addon for commands.
+
+    def _settings(self) -> options.Settings:
+        """The settings, once configured (no hook past `request`'s guard runs before)."""
+        assert self.settings is not None
+        return self.settings
+
+    def _files(self) -> CacheFiles:
+        assert self.files is not None
+        return self.files
+
+    def _not_provider(self, flow: http.HTTPFlow) -> None:
+        if endpoint.is_endpoint(flow.request):  # not counted: the endpoint answers it
+            for watcher in self.watchers:
+                watcher.endpoint(flow)
+        else:
+            self.stats.pass_through()
+
+    def _lookup(self, files: CacheFiles, key: str, host: str) -> flows.Replay | None:
+        data = files.store.get(key.encode())
+        if data is None:
+            return None
+        try:
+            return self.recent_entries.decoded(key, data, _replay_of)
+        except records.CorruptEntry as e:
+            logger.warning("unreadable cache entry %s (%s): treated as a miss", key, e)
+            self.stats.error(host)
+            return None
+
+    def _servable(self, cfg: options.Settings, entry: records.Entry) -> bool:
+        """In read-old-write-new, entries written by this run are not served again."""
+        return cfg.mode != "read-old-write-new" or entry.recorded_at < self.started_at
+
+    def _serve(
+        self, flow: http.HTTPFlow, files: CacheFiles, replay: flows.Replay, host: str
+    ) -> None:
+        entry = replay.entry
+        flow.response = flows.replay_response(replay, flow.request.http_version)
+        flow.is_replay = "response"
+        flow.metadata[FLOW_METADATA_KEY] = {
+            "result": "hit",
+            "key": entry.key,
+            "recorded_at": entry.recorded_at,
+        }
+        files.note_hit(entry.key, flow.request.timestamp_start)
+        self.stats.hit(host)
+
+    # -- miss → answer it, or forward → record ---------------------------------
+
+    def _answer_miss(self, flow: http.HTTPFlow, key: str, host: str, normalized: dict) -> None:
+        url = flows.redacted_url(flow.request, self._settings().rules)
+        logger.warning("cache miss in replay mode: %s %s (key %s)", flow.request.method, url, key)
+        flow.response = flows.miss_response(
+            flow.request.method, url, key, flow.request.http_version
+        )
+        flow.metadata[FLOW_METADATA_KEY] = {"result": "miss", "key": key}
+        self._count_miss(flow, key, host, url, normalized)
+
+    def _forward(self, flow: http.HTTPFlow, pending: Pending, normalized: dict) -> None:
+        # Not logged: in record mode every new request is forwarded, mitmdump prints each flow
+        # anyway, and a log record costs every addon a hook call (a quarter of a recording's
+        # work on the event loop). The stats keep the list of misses with their keys.
+        url = flows.redacted_url(flow.request, self._settings().rules)
+        flow.metadata[FLOW_METADATA_KEY] = {"result": "miss", "key": pending.key}
+        self.pending[flow.id] = pending
+        self._count_miss(flow, pending.key, pending.host, url, normalized)
+
+    def _count_miss(
+        self, flow: http.HTTPFlow, key: str, host: str, url: str, normalized: dict
+    ) -> None:
+        """Count it; a newly listed miss gets its closest recording found in the background."""
+        if self.stats.miss(host, flow.request.method, url, key, normalized):
+            self.diagnoser.later(key, normalized, self._files(), self.stats, self._settings().rules)
+
+    def _recordable(
+        self, flow: http.HTTPFlow, pending: Pending, connection_closed_early: bool
+    ) -> records.Entry | None:
+        """The entry to store if the answer is complete, 2xx and within limits."""
+        response = flow.response
+        if response is None or not pending.storable or not 200 <= response.status_code < 300:
+            return None
+        recorder = pending.recorder
+        if recorder is not None and not recorder.complete(connection_closed_early):
+            logger.info("stream for key %s ended early: not recorded", pending.key)
+            return None
+        max_size = self._settings().max_body_size
+        if recorder is None and len(response.raw_content or b"") > max_size:
+            logger.warning("%s response over cache_max_body_size: not recorded", pending.host)
+            return None
+        chunks = recorder.chunks if recorder is not None else None
+        entry = flows.make_entry(flow, pending.key, self._settings().rules, chunks)
+        if entry is None:
+            logger.warning("response for key %s has an undecodable body: not recorded", pending.key)
+            self.stats.error(pending.host)
+            return None
+        entry.meta["recorded_run"] = self._files().run
+        return entry
+
+    def _finish(
+        self, flow: http.HTTPFlow, pending: Pending, entry: records.Entry | None
+    ) -> Awaitable[None] | None:
+        """The write of a recordable answer, for mitmproxy to await; else the flow is over."""
+        if entry is not None:
+            return self._record(flow, pending, entry)
+        self._settled(flow)
+        return None
+
+    async def _record(self, flow: http.HTTPFlow, pending: Pending, entry: records.Entry) -> None:
+        """Store the entry on the writer thread; count it once it is durable."""
+        try:
+            await self.writer.put(self._files(), pending.key, records.pack(entry))
+        except StoreError as e:
+            logger.error("could not record key %s: %s", pending.key, e)
+            self.stats.error(pending.host)
+        else:
+            flow.metadata[FLOW_METADATA_KEY]["recorded_at"] = entry.recorded_at  # for mitmweb
+            self.stats.record(pending.host)
+            self.rerecord_keys.discard(pending.key)
+        self._settled(flow)
+
+    def _settled(self, flow: http.HTTPFlow) -> None:
+        for watcher in self.watchers:
+            watcher.settled(flow)
+
+
+def _replay_of(data: bytes) -> flows.Replay:
+    return flows.Replay.of(records.unpack(data))

@@ -1,0 +1,172 @@
+"""The one module that owns LMDB: a small byte-level map from key to packed entry.
+
+One environment per `cache_dir`; several processes may open it at once (LMDB's
+lock file coordinates them). Writes are single transactions, so a crash never
+leaves a partial entry. The map grows when full, and a process whose map another
+process grew adopts the new size.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import lmdb
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAP_SIZE = 1 << 30  # 1 GiB of address space, not of disk: LMDB files are sparse.
+MAX_GROWTHS = 8
+
+T = TypeVar("T")
+
+
+class StoreError(Exception):
+    """The store could not be opened or written; the message names the reason, never a secret."""
+
+
+class Store:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        readonly: bool = False,
+        map_size: int = DEFAULT_MAP_SIZE,
+        durable: bool = True,
+    ):
+        self.path = Path(path)
+        self.readonly = readonly
+        try:
+            if not readonly:
+                self.path.mkdir(parents=True, exist_ok=True)
+            self.env = lmdb.open(
+                str(self.path),
+                map_size=map_size,
+                readonly=readonly,
+                lock=True,
+                max_readers=256,
+                max_spare_txns=4,
+                subdir=True,
+                create=not readonly,
+                sync=durable,
+            )
+        except (OSError, lmdb.Error) as e:
+            raise StoreError(f"cannot open cache store {self.path}: {_reason(e)}") from None
+        #: Held by readers while they have a transaction open: a map resize needs no
+        #: transaction active in this process, and writes may run on another thread.
+        #: Reentrant, so a reader may look a key up while it walks the store.
+        self.resize_lock = threading.RLock()
+        #: Held for a whole write, growth included, so no thread starts a write meanwhile.
+        self.write_lock = threading.Lock()
+
+    def close(self) -> None:
+        self.env.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def get(self, key: bytes) -> bytes | None:
+        """One read transaction; the hot path of every cache hit."""
+        with self.resize_lock:
+            return self._retry_resized(lambda: self._get(key))
+
+    def _get(self, key: bytes) -> bytes | None:
+        with self.env.begin(buffers=False) as txn:
+            return txn.get(key)
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self.put_many([(key, value)])
+
+    def put_many(self, items: list[tuple[bytes, bytes]]) -> None:
+        """Write all items in one transaction."""
+
+        def put_all(txn: lmdb.Transaction) -> None:
+            for key, value in items:
+                txn.put(key, value)
+
+        self.write(put_all)
+
+    def delete(self, key: bytes) -> bool:
+        return self.write(lambda txn: txn.delete(key))
+
+    def increment(self, key: bytes) -> int:
+        """Add one to a decimal counter, atomically across processes; returns the new value."""
+
+        def bump(txn: lmdb.Transaction) -> int:
+            value = int(txn.get(key) or b"0") + 1
+            txn.put(key, str(value).encode())
+            return value
+
+        return self.write(bump)
+
+    def write(self, work: Callable[[lmdb.Transaction], T]) -> T:
+        """Run `work` in one write transaction, growing the map as often as needed."""
+        with self.write_lock:
+            for _ in range(MAX_GROWTHS):
+                try:
+                    return self._retry_resized(lambda: self._in_write_txn(work))
+                except lmdb.MapFullError:
+                    self._grow()
+        raise StoreError(f"cache store {self.path} is full after {MAX_GROWTHS} growths")
+
+    def _in_write_txn(self, work: Callable[[lmdb.Transaction], T]) -> T:
+        with self.env.begin(write=True) as txn:
+            return work(txn)
+
+    def items(self) -> Iterator[tuple[bytes, bytes]]:
+        """Every (key, value), in key order, from one consistent snapshot (no write may
+        happen in this thread meanwhile: a growth would wait for the walk to end)."""
+        with self.resize_lock, self.env.begin(buffers=False) as txn:
+            yield from txn.cursor()
+
+    def scan(self, stop: Callable[[], bool], batch: int = 256) -> Iterator[tuple[bytes, bytes]]:
+        """Every (key, value) for a background thread: short transactions, abandoned on `stop()`.
+
+        Gives up quietly if another process resizes the map meanwhile.
+        """
+        after = b""
+        while not stop():
+            with self.resize_lock:
+                try:
+                    with self.env.begin(buffers=False) as txn:
+                        cursor = txn.cursor()
+                        found = cursor.set_range(after) if after else cursor.first()
+                        rows: list[tuple[bytes, bytes]] = []
+                        while found and len(rows) < batch:
+                            if cursor.key() != after:
+                                rows.append((cursor.key(), cursor.value()))
+                            found = cursor.next()
+                except lmdb.MapResizedError:
+                    return
+            yield from rows
+            if not found:
+                return
+            after = rows[-1][0] if rows else after
+
+    def __len__(self) -> int:
+        return self.env.stat()["entries"]
+
+    def _grow(self) -> None:
+        size = self.env.info()["map_size"] * 2
+        logger.info("cache store %s is full; growing its map to %d MiB", self.path, size >> 20)
+        with self.resize_lock:
+            self.env.set_mapsize(size)
+
+    def _retry_resized(self, op: Callable[[], T]) -> T:
+        """Another process grew the map: adopt its size and try once more."""
+        try:
+            return op()
+        except lmdb.MapResizedError:
+            with self.resize_lock:
+                self.env.set_mapsize(0)
+            return op()
+
+
+def _reason(e: Exception) -> str:
+    return str(e).split(":")[-1].strip() or type(e).__name__
