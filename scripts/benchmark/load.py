@@ -1,5 +1,5 @@
 """Load windows through the proxy: many HTTP/1.1 connections, or one HTTP/2 connection
-with as many streams at a time (net.py holds the HTTP/1.1 client, h2.py the HTTP/2 one)."""
+with as many streams at a time (net.py holds the HTTP/1.1 client, http2.py the HTTP/2 one)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 
-from benchmark.h2 import H2Connection
+from benchmark.http2 import H2Connection
 from benchmark.net import Connection, Target, Window, client_context
 
 

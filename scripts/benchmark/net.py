@@ -1,7 +1,7 @@
 """The benchmark's client side: the payloads, and a keep-alive HTTPS load client.
 
 Standard library asyncio only. Requests go through the proxy's CONNECT tunnel as the
-SDKs send them (HTTP/1.1 offered in ALPN, as httpx does by default); scripts/benchmark/h2.py
+SDKs send them (HTTP/1.1 offered in ALPN, as httpx does by default); scripts/benchmark/http2.py
 is the HTTP/2 variant, scripts/benchmark/upstream.py the fake provider.
 """
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import runpy
 import shlex
@@ -14,6 +15,9 @@ import pytest
 import provider_cache
 from provider_cache.cli import main as cli
 from provider_cache.cli.proxyctl import CA_FILE, CA_VARS, PROXY_VARS
+from provider_cache.core.stats import Stats
+
+NORMALIZED = {"headers": [], "query": [], "body_kind": "json", "body": b"{}"}
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -98,3 +102,22 @@ def test_each_companion_script_is_a_subcommand():
     scripts = {c.script for c in cli.COMMANDS.values() if c.script}
     shims = {p.stem for p in (Path(__file__).parents[2] / "scripts").glob("*.py")} - {"bench"}
     assert scripts == shims == {"cache_run", "cache_stats", "cache_rebuild", "recordings"}
+
+
+def test_the_gate_script_needs_only_the_standard_library(tmp_path):
+    """A CI step may run scripts/cache_stats.py with any python3: no site-packages at all
+    (-S), so neither msgpack nor LMDB nor mitmproxy can be imported."""
+    stats = Stats(mode="replay", window_size=10)
+    stats.hit("api.openai.com")
+    stats.miss("api.openai.com", "POST", "https://api.openai.com/v1/x", "k" * 64, NORMALIZED)
+    path = tmp_path / "stats.json"
+    path.write_text(json.dumps(stats.snapshot()))
+    script = Path(__file__).parents[2] / "scripts" / "cache_stats.py"
+    done = subprocess.run(
+        [sys.executable, "-S", str(script), str(path), "--min-hit-rate", "0.9"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1, done.stderr  # 50% is below 90%: judged, not crashed
+    assert "hit rate 50.0% is below the threshold 90.0%" in done.stdout

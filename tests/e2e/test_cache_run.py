@@ -17,20 +17,10 @@ from tests.support import secrets
 from tests.support.fake_provider import FakeProvider
 from tests.support.proxy import RESOLVE_ADDON, ROOT_DIR
 from tests.support.secrets import files_containing_secrets
+from tests.support.suites import suite
 
 RUN = ROOT_DIR / "scripts" / "cache_run.py"
 STATS = ROOT_DIR / "scripts" / "cache_stats.py"
-
-SUITE = """\
-import openai
-
-client = openai.OpenAI(max_retries=0)  # configured by HTTPS_PROXY and SSL_CERT_FILE only
-for prompt in {prompts!r}:
-    answer = client.chat.completions.create(
-        model="gpt-4o-mini", messages=[{{"role": "user", "content": prompt}}]
-    )
-    print(answer.choices[0].message.content)
-"""
 
 
 @pytest.fixture
@@ -53,12 +43,6 @@ def cache_run(tmp_path: Path, fake: FakeProvider, cache_dir: Path, monkeypatch):
         )
 
     return run
-
-
-def suite(tmp_path: Path, prompts: list[str]) -> list[str]:
-    path = tmp_path / "suite.py"
-    path.write_text(SUITE.format(prompts=prompts))
-    return [sys.executable, str(path)]
 
 
 def test_runs_a_python_client_and_exits_with_its_status(cache_run, tmp_path, fake, cache_dir):

@@ -54,6 +54,22 @@ def clean_copy(dest: Path) -> Path:
     return dest
 
 
+def fresh_venv(path: Path, cwd: Path) -> tuple[Path, Path]:
+    """A new venv whose dependencies come from this environment; (python, purelib)."""
+    assert run(sys.executable, "-m", "venv", path, cwd=cwd).returncode == 0
+    python = path / "bin" / "python"
+    purelib = Path(
+        run(
+            python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))", cwd=cwd
+        ).stdout.strip()
+    )
+    # After the venv's own site-packages on sys.path; its .pth files (an editable install of
+    # this checkout among them) are not processed from there.
+    (purelib / "zz_provider_cache_test_deps.pth").write_text(site.getsitepackages()[0] + "\n")
+    write_console_scripts("mitmproxy", python)
+    return python, purelib
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     work = tmp_path_factory.mktemp("install")
@@ -66,21 +82,12 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     assert built.returncode == 0, built.stdout + built.stderr
     [wheel] = dist.glob("provider_cache-*.whl")
     venv = work / "venv"
-    assert run(sys.executable, "-m", "venv", venv, cwd=work).returncode == 0
-    python = venv / "bin" / "python"
+    python, purelib = fresh_venv(venv, work)
     pip = run(
         python, "-m", "pip", "install", "--no-deps", "--no-index",
         "--disable-pip-version-check", wheel, cwd=work,
     )  # fmt: skip
     assert pip.returncode == 0, pip.stdout + pip.stderr
-    purelib = Path(
-        run(
-            python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))", cwd=work
-        ).stdout.strip()
-    )
-    # The dependencies, from this environment: after the venv's own site-packages on sys.path.
-    (purelib / "zz_provider_cache_test_deps.pth").write_text(site.getsitepackages()[0] + "\n")
-    write_console_scripts("mitmproxy", python)
     elsewhere = work / "elsewhere"
     elsewhere.mkdir()
     return {"wheel": wheel, "venv": venv, "purelib": purelib, "cwd": elsewhere, "work": work}
@@ -102,7 +109,8 @@ def test_site_packages_holds_provider_cache_and_no_addon_or_scripts(installed):
     assert "provider_cache" in names
     assert not names & {"addon", "scripts", "tests", "benchmark"}
     shipped = zipfile.ZipFile(installed["wheel"]).namelist()
-    assert not [n for n in shipped if n.split("/")[0] in ("addon", "scripts", "tests")]
+    tops = {n.split("/")[0] for n in shipped}
+    assert {t for t in tops if not t.endswith(".dist-info")} == {"provider_cache"}
     assert not [n for n in shipped if "bench" in n]  # the benchmark stays in the checkout
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in shipped)
 
@@ -206,3 +214,21 @@ def test_mitmdump_loads_the_installed_addon_path(installed):
         log = stop(proc)
     assert stats["mode"] == "replay", log
     assert (cache / "data.mdb").is_file()
+
+
+def test_the_checkout_entry_script_needs_no_install(installed):
+    """`mitmdump -s addon/cache.py` from a clean copy, with a mitmdump whose environment has
+    no provider-cache installed: the script's own directory provides the package."""
+    python, _ = fresh_venv(installed["work"] / "bare-venv", installed["work"])
+    checkout = installed["work"] / "src"
+    cache = installed["work"] / "cache-via-checkout"
+    proc, port, _ = start(
+        installed, python.parent / "mitmdump", "-s", checkout / "addon" / "cache.py",
+        cache=str(cache),
+    )  # fmt: skip
+    try:
+        stats = stats_through(port, proc)
+    finally:
+        log = stop(proc)
+    assert stats["mode"] == "record", log
+    assert run(python, "-c", "import provider_cache", cwd=installed["cwd"]).returncode == 1

@@ -20,9 +20,9 @@ from provider_cache.cli.main import script_parser
 from provider_cache.storage import cachedir
 from provider_cache.storage.store import Store
 from tests.conftest import PROVIDER_HOSTS
-from tests.e2e.test_cache_run import suite
 from tests.support import secrets
 from tests.support.proxy import RESOLVE_ADDON, ROOT_DIR
+from tests.support.suites import suite
 
 SCRIPT = ROOT_DIR / "scripts" / "cache_rebuild.py"
 

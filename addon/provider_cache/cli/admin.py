@@ -1,4 +1,5 @@
-"""recordings.py: list, show, delete, prune, export, import, merge and verify a store (SPEC §7).
+"""`provider-cache recordings` (scripts/recordings.py): list, show, delete, prune, export,
+import, merge and verify a store (SPEC §7).
 
 Read-only actions open LMDB read-only, so they work while a proxy is running.
 """

@@ -29,7 +29,10 @@ class Policy:
 
         A provider's retry-after is a floor: we never come back before it allows.
         """
-        ceiling = min(self.cap, self.base * self.factor ** max(0, failures - 1))
+        try:
+            ceiling = min(self.cap, self.base * self.factor ** max(0, failures - 1))
+        except OverflowError:  # failures persist between CI runs: after ~1000 the power overflows
+            ceiling = self.cap
         return max(rng.uniform(0, ceiling), retry_after or 0.0)
 
 

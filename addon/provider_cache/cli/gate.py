@@ -1,4 +1,5 @@
-"""Load stats from files or a running proxy, sum them, judge them, print them."""
+"""`provider-cache stats` (scripts/cache_stats.py): load stats from files or a running proxy,
+sum them, judge them, print them."""
 
 from __future__ import annotations
 

@@ -13,6 +13,7 @@ names (`script`). Exit codes are theirs; a failure is one line, never a tracebac
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import shlex
 import sys
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from provider_cache import __version__
-from provider_cache.cli import admin, args, gate, proxyctl, rebuild, runner
+from provider_cache.cli import args, proxyctl
 from provider_cache.core.names import ENDPOINT_STATS_URL
 
 DEFAULT_PROXY = "http://127.0.0.1:8080"
@@ -35,8 +36,19 @@ TOOLS = {"proxy": "mitmdump", "web": "mitmweb"}
 class Command:
     help: str
     arguments: Callable[[argparse.ArgumentParser], None]
-    main: Callable[[argparse.Namespace], int]
+    main: Callable[[argparse.Namespace], int] | str  # a function, or "module:function"
     script: str | None = None  # its name under scripts/, if it has one
+
+    def run(self, ns: argparse.Namespace) -> int:
+        """Imported only when run: `stats` needs nothing but the standard library (a CI step
+        may run scripts/cache_stats.py with any python3), `recordings` needs LMDB."""
+        if isinstance(self.main, str):
+            module, _, function = self.main.partition(":")
+            main: Callable[[argparse.Namespace], int] = getattr(
+                importlib.import_module(f"provider_cache.cli.{module}"), function
+            )
+            return main(ns)
+        return self.main(ns)
 
 
 def _env_arguments(p: argparse.ArgumentParser) -> None:
@@ -83,22 +95,22 @@ def _no_arguments(p: argparse.ArgumentParser) -> None:
 
 COMMANDS: dict[str, Command] = {
     "run": Command(
-        "run a command behind a managed proxy", args.add_run_arguments, runner.main, "cache_run"
+        "run a command behind a managed proxy", args.add_run_arguments, "runner:main", "cache_run"
     ),
     "stats": Command(
         "summarise stats; gate CI on the hit rate",
         args.add_stats_arguments,
-        gate.main,
+        "gate:main",
         "cache_stats",
     ),
     "rebuild": Command(
         "replay; if short, re-record and verify, with backoff",
         args.add_rebuild_arguments,
-        rebuild.main,
+        "rebuild:main",
         "cache_rebuild",
     ),
     "recordings": Command(
-        "inspect and manage a store", args.add_recordings_arguments, admin.main, "recordings"
+        "inspect and manage a store", args.add_recordings_arguments, "admin:main", "recordings"
     ),
     "env": Command(
         "print export lines that point clients at a running proxy", _env_arguments, _env
@@ -115,7 +127,6 @@ def parser() -> args.Parser:
         description="Record and replay LLM provider traffic through mitmproxy.",
         epilog="proxy and web pass every further argument to mitmdump / mitmweb. "
         "Each subcommand has its own --help.",
-        formatter_class=lambda prog: argparse.HelpFormatter(prog, max_help_position=32),
     )
     top.add_argument("--version", action="version", version=f"provider-cache {__version__}")
     sub = top.add_subparsers(
@@ -126,7 +137,7 @@ def parser() -> args.Parser:
     for name, command in COMMANDS.items():
         p = sub.add_parser(name, help=command.help, description=command.help)
         command.arguments(p)
-        p.set_defaults(handler=command.main)
+        p.set_defaults(handler=command.run)
     return top
 
 
@@ -159,4 +170,4 @@ def script_parser(name: str) -> args.Parser:
 def script(name: str, argv: list[str]) -> int:
     """A subcommand as the script of §7 that it was: `python scripts/cache_stats.py …`."""
     [command] = [c for c in COMMANDS.values() if c.script == name]
-    return args.run(command.main, script_parser(name), argv)
+    return args.run(command.run, script_parser(name), argv)

@@ -1,4 +1,5 @@
-"""cache_rebuild.py: replay, and if the hit rate is short, re-record and verify, with backoff.
+"""`provider-cache rebuild` (scripts/cache_rebuild.py): replay, and if the hit rate is short,
+re-record and verify, with backoff.
 
 Each attempt is a record run (misses fetched from the providers and stored) and
 a replay run that verifies the result. A failed or still-short attempt waits an

@@ -1,4 +1,5 @@
-"""cache_run.py: run a command behind a managed proxy, then optionally gate on its stats."""
+"""`provider-cache run` (scripts/cache_run.py): run a command behind a managed proxy, then
+optionally gate on its stats."""
 
 from __future__ import annotations
 

@@ -1,1 +1,1 @@
-"""Pure logic: no mitmproxy, no LMDB, no I/O (tests/core/test_purity.py proves it)."""
+"""Pure logic: no mitmproxy, no LMDB, no I/O (tests/core/test_layers.py proves it)."""

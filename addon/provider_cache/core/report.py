@@ -20,7 +20,8 @@ def validate(doc: object, source: str) -> dict:
     if doc.get("schema") != SCHEMA:
         raise BadStats(f"{source}: unknown stats schema {doc.get('schema')!r} (expected {SCHEMA})")
     for name in TOTALS:
-        if not isinstance(doc.get(name), int) or doc[name] < 0:
+        value = doc.get(name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise BadStats(f"{source}: field {name!r} is not a count")
     return doc
 
@@ -98,7 +99,7 @@ def render_text(merged: dict, verdict: str) -> str:
             lines.append(f"  {m['count']}x {m['method']} {m['url']}  key {m['key'][:16]}")
             lines += [f"      {line}" for line in explain(m)]
     if merged["missed_dropped"]:
-        lines.append(f"  … and {merged['missed_dropped']} more distinct misses not listed")
+        lines.append(f"  … and {merged['missed_dropped']} more misses of requests not listed")
     return "\n".join(lines)
 
 
@@ -130,9 +131,9 @@ def render_markdown(merged: dict, verdict: str, passed: bool) -> str:
         lines += ["| count | request | key | why it missed |", "|---:|---|---|---|"]
         for m in merged["missed"]:
             why = "<br>".join(_md(line.strip()) for line in explain(m))
-            lines.append(
-                f"| {m['count']} | `{m['method']} {m['url']}` | `{m['key'][:16]}` | {why} |"
-            )
+            # In a code span only the pipe needs escaping: GitHub splits cells on it first.
+            request = f"{m['method']} {m['url']}".replace("|", "\\|")
+            lines.append(f"| {m['count']} | `{request}` | `{m['key'][:16]}` | {why} |")
     return "\n".join(lines) + "\n"
 
 

@@ -163,7 +163,7 @@ def describe(normalized: dict) -> dict:
 def parse_retry_after(value: str, now: float) -> float | None:
     """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date."""
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # not "²": str.isdigit takes what float() refuses
         return float(value)
     try:
         return max(0.0, parsedate_to_datetime(value).timestamp() - now)

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from mitmproxy.options import Options
 
 DEFAULT_MAX_BODY = "32m"
-DEFAULT_MAP_SIZE = "1g"
+DEFAULT_MAP_SIZE = "1g"  # storage.store.DEFAULT_MAP_SIZE, as an option value (a test checks)
 
 
 def declare(loader: Loader) -> None:
@@ -94,11 +94,14 @@ def parse(options: Options) -> Settings:
     if not options.cache_dir:
         raise ValueError("cache_dir must not be empty")
     cache_dir = Path(options.cache_dir).expanduser()
-    max_body = _size(options.cache_max_body_size, "cache_max_body_size", "32m")
-    map_size = _size(options.cache_map_size, "cache_map_size", "1g")
+    max_body = _size(options.cache_max_body_size, "cache_max_body_size", DEFAULT_MAX_BODY)
+    map_size = _size(options.cache_map_size, "cache_map_size", DEFAULT_MAP_SIZE)
     if options.cache_window_size < 1:
         raise ValueError(f"cache_window_size must be at least 1; got {options.cache_window_size}")
-    host_patterns = hosts.expand(options.cache_hosts)
+    try:
+        host_patterns = hosts.expand(options.cache_hosts)
+    except ValueError as e:
+        raise ValueError(f"cache_hosts: {e}; got {list(options.cache_hosts)!r}") from None
     return Settings(
         cache_dir=cache_dir,
         mode=options.cache_mode,

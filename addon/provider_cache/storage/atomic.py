@@ -1,4 +1,5 @@
-"""Writing the stats JSON atomically (SPEC §5): a reader never sees half a file."""
+"""Writing files atomically (the stats JSON, exports, backoff state): no reader sees half a
+file, and a crash leaves the old one."""
 
 from __future__ import annotations
 

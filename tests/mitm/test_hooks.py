@@ -19,16 +19,9 @@ SSE = b'data: {"x": 1}\n\ndata: [DONE]\n\n'
 
 
 @pytest.fixture
-def addon() -> Iterator[ProviderCache]:
-    cache = ProviderCache()
-    yield cache
-    cache.done()
-
-
-@pytest.fixture
-def tctx(addon: ProviderCache, tmp_path: Path) -> Iterator[taddons.context]:
-    with taddons.context(addon) as ctx:
-        ctx.configure(addon, cache_dir=str(tmp_path / "cache"))
+def tctx(cache: ProviderCache, tmp_path: Path) -> Iterator[taddons.context]:
+    with taddons.context(cache) as ctx:
+        ctx.configure(cache, cache_dir=str(tmp_path / "cache"))
         yield ctx
 
 
@@ -58,11 +51,11 @@ def finish(awaitable: Awaitable[None] | None) -> None:
         asyncio.run(awaitable)
 
 
-def record(addon: ProviderCache, flow: http.HTTPFlow) -> None:
-    addon.request(flow)
+def record(cache: ProviderCache, flow: http.HTTPFlow) -> None:
+    cache.request(flow)
     upstream_answer(flow)
-    addon.responseheaders(flow)
-    finish(addon.response(flow))
+    cache.responseheaders(flow)
+    finish(cache.response(flow))
 
 
 @pytest.mark.parametrize(
@@ -74,102 +67,102 @@ def record(addon: ProviderCache, flow: http.HTTPFlow) -> None:
         ("cache_redact_headers", ["a b"], "header names"),
     ],
 )
-def test_bad_option_is_an_options_error_naming_valid_values(addon, tctx, option, value, valid):
+def test_bad_option_is_an_options_error_naming_valid_values(cache, tctx, option, value, valid):
     with pytest.raises(exceptions.OptionsError, match=valid):
-        tctx.configure(addon, **{option: value})
-    assert addon.settings.mode == "record"  # the previous settings stay in force
+        tctx.configure(cache, **{option: value})
+    assert cache.settings.mode == "record"  # the previous settings stay in force
 
 
-def test_miss_is_forwarded_then_recorded_then_hit(addon, tctx, tmp_path):
+def test_miss_is_forwarded_then_recorded_then_hit(cache, tctx, tmp_path):
     first = provider_flow()
-    record(addon, first)
+    record(cache, first)
     assert first.response.headers["x-provider-cache"] == "miss"
 
     second = provider_flow()
-    addon.request(second)
+    cache.request(second)
     assert second.response is not None and second.is_replay == "response"
     assert second.response.headers["x-provider-cache"] == "hit"
     assert second.response.content == b'{"ok": true}'
     assert second.metadata["provider_cache"]["result"] == "hit"
-    assert (addon.stats.hits, addon.stats.misses, addon.stats.recorded) == (1, 1, 1)
+    assert (cache.stats.hits, cache.stats.misses, cache.stats.recorded) == (1, 1, 1)
 
 
-def test_replay_miss_answers_locally(addon, tctx):
-    tctx.configure(addon, cache_mode="replay")
+def test_replay_miss_answers_locally(cache, tctx):
+    tctx.configure(cache, cache_mode="replay")
     flow = provider_flow()
-    addon.request(flow)
+    cache.request(flow)
     assert flow.response.status_code == 404
     error = json.loads(flow.response.content)["error"]
     assert error["type"] == "provider_cache_miss"
     assert "sk-unit-test-secret" not in flow.response.text
-    assert addon.pending == {}
+    assert cache.pending == {}
 
 
-def test_non_provider_host_is_passthrough(addon, tctx):
+def test_non_provider_host_is_passthrough(cache, tctx):
     flow = provider_flow(host="example.com")
-    addon.request(flow)
+    cache.request(flow)
     upstream_answer(flow)
-    addon.responseheaders(flow)
-    finish(addon.response(flow))
+    cache.responseheaders(flow)
+    finish(cache.response(flow))
     assert flow.response.headers.get("x-provider-cache") is None
-    assert (addon.stats.passthrough, addon.stats.misses) == (1, 0)
+    assert (cache.stats.passthrough, cache.stats.misses) == (1, 0)
 
 
-def test_non_2xx_is_not_recorded(addon, tctx, tmp_path):
+def test_non_2xx_is_not_recorded(cache, tctx, tmp_path):
     flow = provider_flow()
-    addon.request(flow)
+    cache.request(flow)
     flow.response = http.Response.make(500, b"{}")
-    addon.responseheaders(flow)
-    finish(addon.response(flow))
-    assert addon.stats.recorded == 0
-    assert len(addon.store) == 0
+    cache.responseheaders(flow)
+    finish(cache.response(flow))
+    assert cache.stats.recorded == 0
+    assert len(cache.store) == 0
 
 
-def test_event_stream_is_teed_and_kept_only_when_complete(addon, tctx):
+def test_event_stream_is_teed_and_kept_only_when_complete(cache, tctx):
     flow = provider_flow()
-    addon.request(flow)
+    cache.request(flow)
     upstream_answer(flow, b"", **{"content-type": "text/event-stream"})
-    addon.responseheaders(flow)
+    cache.responseheaders(flow)
     tee = flow.response.stream
     assert isinstance(tee, StreamRecorder)
     assert tee(SSE[:10]) == SSE[:10] and tee(SSE[10:]) == SSE[10:]  # passed on unchanged
     flow.error = None
-    finish(addon.error(flow))  # the client hung up after [DONE]: complete
-    assert addon.stats.recorded == 1
+    finish(cache.error(flow))  # the client hung up after [DONE]: complete
+    assert cache.stats.recorded == 1
 
 
-def test_cut_event_stream_is_not_recorded(addon, tctx):
+def test_cut_event_stream_is_not_recorded(cache, tctx):
     flow = provider_flow()
-    addon.request(flow)
+    cache.request(flow)
     upstream_answer(flow, b"", **{"content-type": "text/event-stream"})
-    addon.responseheaders(flow)
+    cache.responseheaders(flow)
     flow.response.stream(b'data: {"x": 1}\n\n')
-    finish(addon.error(flow))
-    assert addon.stats.recorded == 0 and addon.stats.errors == 1
+    finish(cache.error(flow))
+    assert cache.stats.recorded == 0 and cache.stats.errors == 1
 
 
-def test_corrupt_entry_is_a_miss_and_an_error(addon, tctx, tmp_path):
+def test_corrupt_entry_is_a_miss_and_an_error(cache, tctx, tmp_path):
     flow = provider_flow()
-    record(addon, flow)
+    record(cache, flow)
     key = flow.metadata["provider_cache"]["key"]
-    addon.store.put(key.encode(), b"\xc1 not msgpack")
+    cache.store.put(key.encode(), b"\xc1 not msgpack")
 
     again = provider_flow()
-    addon.request(again)
+    cache.request(again)
     assert again.response is None  # forwarded, as a miss
-    assert addon.stats.errors == 1 and addon.stats.misses == 2
+    assert cache.stats.errors == 1 and cache.stats.misses == 2
 
 
-def test_stored_request_is_redacted(addon, tctx, tmp_path):
-    record(addon, provider_flow())
-    [(_, value)] = list(addon.store.items())
+def test_stored_request_is_redacted(cache, tctx, tmp_path):
+    record(cache, provider_flow())
+    [(_, value)] = list(cache.store.items())
     entry = records.unpack(value)
     assert (b"authorization", b"<redacted>") in entry.request.headers
     assert b"sk-unit-test-secret" not in value
 
 
-def test_done_closes_the_store_so_a_reload_can_reopen_it(addon, tctx, tmp_path):
-    addon.done()
+def test_done_closes_the_store_so_a_reload_can_reopen_it(cache, tctx, tmp_path):
+    cache.done()
     again = ProviderCache()
     with taddons.context(again) as ctx:
         ctx.configure(again, cache_dir=str(tmp_path / "cache"))
@@ -177,61 +170,61 @@ def test_done_closes_the_store_so_a_reload_can_reopen_it(addon, tctx, tmp_path):
     again.done()
 
 
-def hit(addon: ProviderCache) -> http.HTTPFlow:
+def hit(cache: ProviderCache) -> http.HTTPFlow:
     flow = provider_flow()
-    addon.request(flow)
+    cache.request(flow)
     assert flow.is_replay == "response", "expected a hit"
-    assert addon.response(flow) is None  # a hit leaves nothing for mitmproxy to await
+    assert cache.response(flow) is None  # a hit leaves nothing for mitmproxy to await
     return flow
 
 
-def test_repeated_hit_serves_what_the_store_holds_now(addon, tctx):
+def test_repeated_hit_serves_what_the_store_holds_now(cache, tctx):
     """Keys and decoded entries are remembered, but every hit reads the store: an entry
     another process rewrote or deleted is never served from memory."""
     first = provider_flow()
-    record(addon, first)
+    record(cache, first)
     key = first.metadata["provider_cache"]["key"]
-    assert hit(addon).response.content == b'{"ok": true}'
-    assert hit(addon).response.content == b'{"ok": true}'
+    assert hit(cache).response.content == b'{"ok": true}'
+    assert hit(cache).response.content == b'{"ok": true}'
 
-    entry = records.unpack(addon.store.get(key.encode()))
+    entry = records.unpack(cache.store.get(key.encode()))
     entry.response.body = b'{"ok": "rewritten"}'
-    addon.store.put(key.encode(), records.pack(entry))
-    assert hit(addon).response.content == b'{"ok": "rewritten"}'
+    cache.store.put(key.encode(), records.pack(entry))
+    assert hit(cache).response.content == b'{"ok": "rewritten"}'
 
-    addon.store.delete(key.encode())
+    cache.store.delete(key.encode())
     gone = provider_flow()
-    addon.request(gone)
-    assert gone.response is None and addon.stats.misses == 2
+    cache.request(gone)
+    assert gone.response is None and cache.stats.misses == 2
 
 
-def test_remembered_keys_are_dropped_when_the_rules_change(addon, tctx):
+def test_remembered_keys_are_dropped_when_the_rules_change(cache, tctx):
     def key_with_header(value: str) -> str:
         flow = provider_flow()
         flow.request.headers["x-team"] = value
-        addon.request(flow)
+        cache.request(flow)
         return flow.metadata["provider_cache"]["key"]
 
     assert key_with_header("a") != key_with_header("b")
     before = key_with_header("a")
-    tctx.configure(addon, cache_ignore_headers=["x-team"])
+    tctx.configure(cache, cache_ignore_headers=["x-team"])
     assert key_with_header("a") == key_with_header("b") != before
 
 
-def test_recording_hands_mitmproxy_the_write_to_await(addon, tctx):
+def test_recording_hands_mitmproxy_the_write_to_await(cache, tctx):
     flow = provider_flow()
-    addon.request(flow)
+    cache.request(flow)
     upstream_answer(flow)
-    addon.responseheaders(flow)
-    write = addon.response(flow)
-    assert write is not None and addon.stats.recorded == 0  # not stored until awaited
+    cache.responseheaders(flow)
+    write = cache.response(flow)
+    assert write is not None and cache.stats.recorded == 0  # not stored until awaited
     finish(write)
-    assert addon.stats.recorded == 1 and len(addon.store) == 1
+    assert cache.stats.recorded == 1 and len(cache.store) == 1
     assert "recorded_at" in flow.metadata["provider_cache"]
 
 
-def test_endpoint_requests_are_not_counted_as_passthrough(addon, tctx):
+def test_endpoint_requests_are_not_counted_as_passthrough(cache, tctx):
     endpoint_flow = tflow.tflow(req=tflow.treq(host="provider-cache.internal", path=b"/stats"))
-    addon.request(endpoint_flow)
-    addon.request(provider_flow(host="example.com"))
-    assert addon.stats.passthrough == 1
+    cache.request(endpoint_flow)
+    cache.request(provider_flow(host="example.com"))
+    assert cache.stats.passthrough == 1

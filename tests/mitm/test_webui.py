@@ -34,13 +34,6 @@ OPENAI = "api.openai.com"
 
 
 @pytest.fixture
-def cache() -> Iterator[ProviderCache]:
-    addon = ProviderCache()
-    yield addon
-    addon.done()
-
-
-@pytest.fixture
 def tctx(cache: ProviderCache, tmp_path: Path) -> Iterator[taddons.context]:
     with taddons.context(View(), cache, FlowMarkers(cache), CacheCommands(cache)) as ctx:
         ctx.configure(cache, cache_dir=str(tmp_path / "cache"))

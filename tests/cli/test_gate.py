@@ -1,0 +1,169 @@
+"""The gate command's loading and judging (SPEC §7): one-line failures, exit codes, formats."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from provider_cache.cli.args import BAD_INPUT, BELOW_THRESHOLD, OK, Fail
+from provider_cache.cli.gate import judge, load_file
+from provider_cache.core import report
+from provider_cache.core.stats import Stats
+
+
+def snapshot(hits: int = 0, misses: int = 0) -> dict:
+    stats = Stats(mode="replay", window_size=100, started_at=0.0)
+    for _ in range(hits):
+        stats.hit("api.openai.com")
+    for i in range(misses):
+        stats.miss(
+            "api.openai.com",
+            "POST",
+            "https://api.openai.com/v1/chat/completions",
+            f"{i:064x}",
+            {"headers": [], "query": [], "body_kind": "json", "body": b'{"n":%d}' % i},
+        )
+    return stats.snapshot()
+
+
+def write(tmp_path: Path, content: str | bytes, name: str = "stats.json") -> Path:
+    path = tmp_path / name
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    return path
+
+
+# --- load_file -------------------------------------------------------------------------------
+
+
+def test_load_file_returns_a_valid_document(tmp_path: Path) -> None:
+    document = snapshot(hits=2, misses=1)
+    loaded = load_file(write(tmp_path, json.dumps(document)))
+    assert loaded == json.loads(json.dumps(document))
+
+
+def fail_of(path: Path) -> Fail:
+    with pytest.raises(Fail) as raised:
+        load_file(path)
+    assert raised.value.code == BAD_INPUT == 2
+    assert "\n" not in str(raised.value)
+    return raised.value
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "absent" / "stats.json"
+    assert str(fail_of(path)) == f"stats file not found: {path}"
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [("{not json", "line 1, column 2"), ('{"hits": 1,\n  oops}', "line 2, column 3"), ("", "")],
+    ids=["bad-key", "second-line", "empty"],
+)
+def test_invalid_json(tmp_path: Path, text: str, where: str) -> None:
+    path = write(tmp_path, text)
+    message = str(fail_of(path))
+    assert message.startswith(f"{path}: not valid JSON (line ")
+    assert where in message
+
+
+def test_json_that_is_not_a_stats_file(tmp_path: Path) -> None:
+    path = write(tmp_path, json.dumps({"status": "ok"}))
+    assert str(fail_of(path)) == f"{path}: not a provider-cache stats file"
+
+
+def test_wrong_schema(tmp_path: Path) -> None:
+    path = write(tmp_path, json.dumps({**snapshot(), "schema": 2}))
+    assert str(fail_of(path)) == f"{path}: unknown stats schema 2 (expected 1)"
+
+
+def test_a_count_that_is_not_a_count(tmp_path: Path) -> None:
+    path = write(tmp_path, json.dumps({**snapshot(), "errors": -1}))
+    assert str(fail_of(path)) == f"{path}: field 'errors' is not a count"
+
+
+def test_a_file_that_is_not_text(tmp_path: Path) -> None:
+    path = write(tmp_path, b"\xff\xfe\x00\x01")
+    assert str(fail_of(path)).startswith(f"cannot read stats file {path}: ")
+
+
+def test_a_directory_in_place_of_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "stats.json"
+    path.mkdir()
+    assert str(fail_of(path)) == f"cannot read stats file {path}: Is a directory"
+
+
+# --- judge -----------------------------------------------------------------------------------
+
+
+def merged(*docs: dict) -> dict:
+    return report.merge([report.validate(d, "test") for d in docs])
+
+
+@pytest.mark.parametrize("fmt", ["text", "json", "markdown"])
+@pytest.mark.parametrize(
+    ("hits", "misses", "threshold", "code"),
+    [
+        (19, 1, 0.95, OK),
+        (18, 2, 0.95, BELOW_THRESHOLD),
+        (0, 0, 0.95, OK),  # no lookups: nothing is stale
+        (0, 5, None, OK),  # no threshold: never fails
+        (0, 5, 0.0, OK),
+    ],
+)
+def test_judge_exit_codes(
+    hits: int, misses: int, threshold: float | None, code: int, fmt: str
+) -> None:
+    assert judge(merged(snapshot(hits, misses)), threshold, fmt)[0] == code
+
+
+def test_below_threshold_is_exit_1() -> None:
+    assert BELOW_THRESHOLD == 1 and OK == 0
+
+
+@pytest.mark.parametrize(
+    ("hits", "misses", "threshold", "passed"),
+    [(19, 1, 0.95, True), (18, 2, 0.95, False), (3, 1, None, True)],
+)
+def test_json_format_is_the_merged_document_plus_the_gate(
+    hits: int, misses: int, threshold: float | None, passed: bool
+) -> None:
+    document = merged(snapshot(hits, misses))
+    code, out = judge(document, threshold, "json")
+    parsed = json.loads(out)
+    assert parsed["gate"] == {
+        "passed": passed,
+        "min_hit_rate": threshold,
+        "verdict": report.gate(document, threshold)[1],
+    }
+    assert (parsed["hits"], parsed["misses"], parsed["shards"]) == (hits, misses, 1)
+    assert len(parsed["missed"]) == misses
+    assert code == (OK if passed else BELOW_THRESHOLD)
+
+
+def test_text_format_is_the_report_with_the_verdict_first() -> None:
+    document = merged(snapshot(18, 2))
+    code, out = judge(document, 0.95, "text")
+    assert code == BELOW_THRESHOLD
+    assert out.splitlines()[0] == (
+        "provider-cache: hit rate 90.0% is below the threshold 95.0% (18 hits, 2 misses)"
+    )
+    assert out == report.render_text(document, report.gate(document, 0.95)[1])
+
+
+@pytest.mark.parametrize(("hits", "icon", "not_icon"), [(20, "✅", "❌"), (18, "❌", "✅")])
+def test_markdown_format_marks_the_verdict(hits: int, icon: str, not_icon: str) -> None:
+    _, out = judge(merged(snapshot(hits, 20 - hits)), 0.95, "markdown")
+    assert out.startswith(f"### {icon} provider-cache: ")
+    assert not_icon not in out
+
+
+def test_judge_of_summed_shards() -> None:
+    code, out = judge(merged(snapshot(10, 0), snapshot(0, 10)), 0.6, "json")
+    assert code == BELOW_THRESHOLD
+    assert json.loads(out)["shards"] == 2
+    assert json.loads(out)["hit_rate"] == 0.5

@@ -1,0 +1,153 @@
+"""Teeing a server-sent-event stream (SPEC §4): the client sees every chunk, we keep a copy."""
+
+from __future__ import annotations
+
+import pytest
+
+from provider_cache.core.streaming import TERMINAL_EVENTS, StreamRecorder, is_event_stream
+
+OPENAI = [b'data: {"choices":[{"delta":{"content":"Hel"}}]}\n\n', b"data: [DONE]\n\n"]
+ANTHROPIC = [
+    b'event: content_block_delta\ndata: {"delta":{"text":"Hi"}}\n\n',
+    b'event: message_stop\ndata: {"type":"message_stop"}\n\n',
+]
+CUT = [b'data: {"choices":[{"delta":{"content":"Hel"}}]}\n\n']
+
+
+def feed(recorder: StreamRecorder, chunks: list[bytes], end: bool) -> None:
+    for chunk in chunks:
+        recorder(chunk)
+    if end:
+        recorder(b"")  # mitmproxy's call at the end of the stream
+
+
+# --- the tee ---------------------------------------------------------------------------------
+
+
+def test_tee_returns_each_chunk_unchanged_and_keeps_a_copy() -> None:
+    recorder = StreamRecorder(max_size=1 << 20)
+    for chunk in OPENAI:
+        assert recorder(chunk) is chunk
+    assert recorder.chunks == OPENAI
+    assert recorder.size == sum(map(len, OPENAI))
+    assert recorder.ended is False
+
+
+def test_empty_chunk_marks_the_end_and_is_passed_on() -> None:
+    recorder = StreamRecorder(max_size=1 << 20)
+    recorder(b"data: 1\n\n")
+    assert recorder(b"") == b""
+    assert recorder.ended is True
+    assert recorder.chunks == [b"data: 1\n\n"]  # the end is not a chunk
+
+
+def test_stream_of_exactly_the_maximum_size_is_kept() -> None:
+    recorder = StreamRecorder(max_size=10)
+    feed(recorder, [b"12345", b"67890"], end=True)
+    assert recorder.overflow is False
+    assert recorder.chunks == [b"12345", b"67890"]
+    assert recorder.complete(connection_closed_early=False) is True
+
+
+def test_overflow_drops_the_copy_but_still_passes_every_chunk_on() -> None:
+    recorder = StreamRecorder(max_size=10)
+    assert recorder(b"12345") == b"12345"
+    assert recorder(b"678901") == b"678901"  # 11 bytes: over
+    assert recorder.overflow is True
+    assert recorder.chunks == []
+    assert recorder(b"data: [DONE]\n\n") == b"data: [DONE]\n\n"
+    assert recorder.chunks == []  # nothing more is kept after an overflow
+
+
+@pytest.mark.parametrize("closed_early", [False, True])
+def test_an_overflowed_stream_is_never_complete(closed_early: bool) -> None:
+    recorder = StreamRecorder(max_size=8)
+    feed(recorder, OPENAI, end=True)
+    assert recorder.overflow is True
+    assert recorder.complete(connection_closed_early=closed_early) is False
+
+
+# --- complete() ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("chunks", "ended", "closed_early", "complete"),
+    [
+        (OPENAI, True, False, True),
+        (CUT, True, False, True),  # ended properly: whatever came is the whole answer
+        ([], True, False, True),
+        (OPENAI, True, True, True),  # the SDK hung up after [DONE]
+        (ANTHROPIC, False, True, True),
+        (OPENAI, False, False, True),  # the terminal event arrived; the end is a formality
+        (CUT, True, True, False),  # cut off before the terminal event
+        (CUT, False, True, False),
+        (CUT, False, False, False),
+        ([], False, True, False),
+    ],
+    ids=[
+        "ended",
+        "ended-without-terminal-event",
+        "ended-empty",
+        "terminal-then-hang-up",
+        "anthropic-terminal-then-hang-up",
+        "terminal-not-ended",
+        "ended-but-hung-up-early",
+        "cut",
+        "cut-not-ended",
+        "nothing",
+    ],
+)
+def test_complete(chunks: list[bytes], ended: bool, closed_early: bool, complete: bool) -> None:
+    recorder = StreamRecorder(max_size=1 << 20)
+    feed(recorder, chunks, end=ended)
+    assert recorder.complete(connection_closed_early=closed_early) is complete
+
+
+@pytest.mark.parametrize("event", TERMINAL_EVENTS)
+def test_every_terminal_event_completes_a_stream_the_client_hung_up_on(event: bytes) -> None:
+    recorder = StreamRecorder(max_size=1 << 20)
+    feed(recorder, [b'data: {"x": 1}\n\n', event + b"\n\n"], end=False)
+    assert recorder.saw_terminal_event() is True
+    assert recorder.complete(connection_closed_early=True) is True
+
+
+def test_terminal_event_split_across_chunks_is_seen() -> None:
+    recorder = StreamRecorder(max_size=1 << 20)
+    feed(recorder, [b'data: {"x": 1}\n\nda', b"ta: [DO", b"NE]\n\n"], end=False)
+    assert recorder.complete(connection_closed_early=True) is True
+
+
+def test_terminal_event_followed_by_much_more_text_is_not_the_end() -> None:
+    """Only the tail counts: an early `[DONE]` inside a long answer does not end it."""
+    recorder = StreamRecorder(max_size=1 << 20)
+    feed(recorder, [b"data: [DONE]\n\n", *[b'data: {"more": 1}\n\n'] * 50], end=False)
+    assert recorder.saw_terminal_event() is False
+    assert recorder.complete(connection_closed_early=True) is False
+
+
+def test_stream_without_a_terminal_event_name_is_not_seen_as_ended() -> None:
+    recorder = StreamRecorder(max_size=1 << 20)
+    feed(recorder, [b"event: message_start\n\n", b"data: DONE\n\n"], end=False)
+    assert recorder.saw_terminal_event() is False
+
+
+# --- is_event_stream -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("content_type", "expected"),
+    [
+        ("text/event-stream", True),
+        ("text/event-stream; charset=utf-8", True),
+        ("TEXT/Event-Stream;charset=UTF-8", True),
+        ("  text/event-stream  ; x=1", True),
+        ("text/event-stream;", True),
+        ("application/json", False),
+        ("", False),
+        ("text/event-streams", False),
+        ("text/plain; profile=text/event-stream", False),
+        ("application/x-ndjson", False),
+    ],
+)
+def test_is_event_stream(content_type: str, expected: bool) -> None:
+    assert is_event_stream(content_type) is expected

@@ -1,0 +1,132 @@
+"""The files of one cache directory, opened and closed together (real LMDB in tmp_path)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import lmdb
+import pytest
+
+from provider_cache.storage.cachedir import GITIGNORE, USAGE_DIR
+from provider_cache.storage.cachefiles import CacheFiles
+from provider_cache.storage.usage import LastHit, Usage
+
+MAP_SIZE = 1 << 20
+
+
+@pytest.fixture
+def cache_dir(tmp_path: Path) -> Path:
+    return tmp_path / "cache"
+
+
+@pytest.fixture
+def files(cache_dir: Path) -> Iterator[CacheFiles]:
+    opened = CacheFiles(cache_dir, cache_dir / "stats.json", MAP_SIZE)
+    yield opened
+    opened.close()
+
+
+def last_hits(cache_dir: Path) -> dict[str, LastHit]:
+    usage = Usage(cache_dir, readonly=True)
+    try:
+        return usage.all_hits()
+    finally:
+        usage.close()
+
+
+def test_opening_creates_the_store_the_usage_log_and_the_gitignore(
+    files: CacheFiles, cache_dir: Path
+) -> None:
+    assert (cache_dir / "data.mdb").is_file()
+    assert (cache_dir / USAGE_DIR / "data.mdb").is_file()
+    assert (cache_dir / ".gitignore").read_text() == GITIGNORE
+    files.store.put(b"k", b"v")
+    assert files.store.get(b"k") == b"v"
+    assert files.run == 0 and files.closing is False
+
+
+def test_opening_keeps_an_existing_gitignore(cache_dir: Path) -> None:
+    cache_dir.mkdir()
+    (cache_dir / ".gitignore").write_text("custom\n")
+    CacheFiles(cache_dir, cache_dir / "stats.json", MAP_SIZE).close()
+    assert (cache_dir / ".gitignore").read_text() == "custom\n"
+
+
+def test_serves_its_own_cache_dir_and_stats_file_only(
+    files: CacheFiles, cache_dir: Path, tmp_path: Path
+) -> None:
+    assert files.serves(cache_dir, cache_dir / "stats.json")
+    assert not files.serves(tmp_path / "other", cache_dir / "stats.json")
+    assert not files.serves(cache_dir, tmp_path / "elsewhere.json")
+
+
+def test_begin_run_numbers_runs_across_reopening(cache_dir: Path) -> None:
+    first = CacheFiles(cache_dir, cache_dir / "stats.json", MAP_SIZE)
+    assert first.begin_run() == 1 and first.run == 1
+    first.close()
+    second = CacheFiles(cache_dir, cache_dir / "stats.json", MAP_SIZE)
+    assert second.run == 0  # not started yet
+    assert second.begin_run() == 2
+    second.close()
+
+
+def test_hits_are_held_in_memory_until_flushed(files: CacheFiles, cache_dir: Path) -> None:
+    files.begin_run()
+    files.note_hit("k1", 10.0)
+    files.note_hit("k1", 11.0)  # the latest time counts
+    files.note_hit("k2", 12.0)
+    assert files.usage.all_hits() == {}
+    files.flush_usage()
+    assert files.usage.all_hits() == {"k1": LastHit(1, 11.0), "k2": LastHit(1, 12.0)}
+    assert files.unwritten_hits == {}
+
+
+def test_hits_before_begin_run_are_not_written_until_a_run_begins(files: CacheFiles) -> None:
+    """Run 0 is no run: a hit is filed under the run that begins."""
+    files.note_hit("k1", 10.0)
+    files.flush_usage()
+    assert files.usage.all_hits() == {}
+    assert files.unwritten_hits == {"k1": 10.0}
+    files.begin_run()
+    files.flush_usage()
+    assert files.usage.all_hits() == {"k1": LastHit(1, 10.0)}
+
+
+def test_flush_without_hits_writes_nothing(files: CacheFiles) -> None:
+    files.begin_run()
+    files.flush_usage()
+    assert files.usage.all_hits() == {}
+
+
+def test_close_flushes_the_hits_still_in_memory(cache_dir: Path) -> None:
+    files = CacheFiles(cache_dir, cache_dir / "stats.json", MAP_SIZE)
+    files.begin_run()
+    files.note_hit("k1", 5.0)
+    files.close()
+    assert last_hits(cache_dir) == {"k1": LastHit(1, 5.0)}
+
+
+def test_close_closes_both_environments(cache_dir: Path) -> None:
+    files = CacheFiles(cache_dir, cache_dir / "stats.json", MAP_SIZE)
+    files.store.put(b"k", b"v")
+    files.close()
+    for env in (files.store.env, files.usage.store.env):
+        with pytest.raises(lmdb.Error):
+            env.stat()
+    again = CacheFiles(cache_dir, cache_dir / "stats.json", MAP_SIZE)  # and it can be reopened
+    try:
+        assert again.store.get(b"k") == b"v"
+    finally:
+        again.close()
+
+
+def test_write_stats_writes_the_snapshot_to_the_stats_file(cache_dir: Path, tmp_path: Path) -> None:
+    stats_file = tmp_path / "reports" / "run.json"
+    files = CacheFiles(cache_dir, stats_file, MAP_SIZE)
+    try:
+        files.write_stats({"schema": 1, "hits": 3})
+        assert json.loads(stats_file.read_text()) == {"schema": 1, "hits": 3}
+    finally:
+        files.close()
