@@ -74,11 +74,16 @@ def start_proxy(tmp_path: Path, fake: FakeProvider, cache_dir: Path) -> Iterator
     """Start mitmdump with the addon; provider hosts resolve to the fake provider.
 
     `offline=True` resolves them to a closed port instead: any upstream connection fails.
+    `wrapper` is a command that execs mitmdump (tests/support/proxy.py, WrappedProxy).
     """
     started: list[Mitmdump] = []
 
     def start(
-        mode: str = "record", *, offline: bool = False, **options: str | list[str]
+        mode: str = "record",
+        *,
+        offline: bool = False,
+        wrapper: list[str] | None = None,
+        **options: str | list[str],
     ) -> Mitmdump:
         port = free_port() if offline else fake.port
         proxy = Mitmdump(
@@ -87,6 +92,7 @@ def start_proxy(tmp_path: Path, fake: FakeProvider, cache_dir: Path) -> Iterator
             options={"cache_mode": mode, **options},
             resolve=dict.fromkeys(PROVIDER_HOSTS, port),
             upstream_ca=fake.ca_path,
+            wrapper=wrapper or [],
         )
         started.append(proxy)
         return proxy.start()

@@ -102,6 +102,22 @@ UNREADABLE = {
     "schema-2": json.dumps({**asdict(State()), "schema": 2}),
     "no-schema": json.dumps({"failures": 3}),
     "unknown-field": json.dumps({**asdict(State()), "surprise": 1}),
+    # Issue 12: the right fields with the wrong types raised later, in the middle of a rebuild.
+    "failures-str": json.dumps({"schema": 1, "failures": "x"}),
+    "failures-list": json.dumps({"schema": 1, "failures": [1]}),
+    "failures-bool": json.dumps({"schema": 1, "failures": True}),
+    "failures-negative": json.dumps({"schema": 1, "failures": -1}),
+    "next-allowed-str": json.dumps({"schema": 1, "next_allowed_at": "soon"}),
+    "next-allowed-list": json.dumps({"schema": 1, "next_allowed_at": [1]}),
+    "next-allowed-nan": '{"schema": 1, "next_allowed_at": NaN}',
+    "last-verified-str": json.dumps({"schema": 1, "last_verified_at": "x"}),
+    "last-hit-rate-str": json.dumps({"schema": 1, "last_hit_rate": "1"}),
+    "command-str": json.dumps({"schema": 1, "command": "pytest"}),
+    "command-ints": json.dumps({"schema": 1, "command": [1, 2]}),
+    "history-str": json.dumps({"schema": 1, "history": "x"}),
+    "history-ints": json.dumps({"schema": 1, "history": [1]}),
+    "history-no-kind": json.dumps({"schema": 1, "history": [{"at": 1.0}]}),
+    "history-at-str": json.dumps({"schema": 1, "history": [{"at": "x", "kind": "check"}]}),
 }
 
 
@@ -117,6 +133,18 @@ def test_unreadable_file_is_a_fresh_state_with_a_one_line_warning(
     assert warning.startswith(f"ignoring unreadable backoff state {path} (")
     assert warning.endswith("); starting afresh")
     assert "\n" not in warning
+
+
+def test_a_wrong_type_warning_names_the_field(tmp_path: Path) -> None:
+    path = tmp_path / "rebuild-state.json"
+    path.write_text(json.dumps({"schema": 1, "failures": "x"}))
+    assert "field 'failures' is not a count" in (load(path)[1] or "")
+
+
+def test_a_partial_state_of_the_right_types_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "rebuild-state.json"
+    path.write_text(json.dumps({"schema": 1, "failures": 2, "next_allowed_at": 5}))
+    assert load(path) == (State(failures=2, next_allowed_at=5), None)
 
 
 def test_wrong_schema_warning_names_the_schema(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import sys
+import tracemalloc
 import zlib
 from collections.abc import Callable
 
@@ -15,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from provider_cache.core.bodies import (
+    TooLarge,
     canonical_body,
     canonical_json,
     canonical_multipart,
@@ -362,3 +364,49 @@ def test_canonical_body_multipart_kind() -> None:
     assert kind == "multipart"
     assert canonical == canonical_multipart(body, "multipart/form-data; boundary=xyz")
     assert b"xyz" not in canonical
+
+
+def _bomb(coding: str, size: int) -> bytes:
+    """`size` zero bytes in a coding, compressed a MiB at a time (never held decoded)."""
+    block = b"\0" * (1 << 20)
+    if coding in ("gzip", "deflate"):
+        packer = zlib.compressobj(
+            9, zlib.DEFLATED, 16 + zlib.MAX_WBITS if coding == "gzip" else zlib.MAX_WBITS
+        )
+        return b"".join(packer.compress(block) for _ in range(size >> 20)) + packer.flush()
+    if coding == "br":
+        packer_br = brotli.Compressor(quality=1)
+        return b"".join(packer_br.process(block) for _ in range(size >> 20)) + packer_br.finish()
+    packer_zstd = zstd.ZstdCompressor()
+    return b"".join(packer_zstd.compress(block) for _ in range(size >> 20)) + packer_zstd.flush()
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate", "br", "zstd"])
+def test_a_compression_bomb_stops_at_the_limit_without_inflating(coding: str) -> None:
+    """256 MiB of zeros in a few hundred KB: the decoder stops at the limit, memory stays small."""
+    bomb = _bomb(coding, 256 << 20)
+    assert len(bomb) < 2 << 20
+    tracemalloc.start()
+    try:
+        with pytest.raises(TooLarge):
+            decode_content(bomb, coding, limit=1 << 20)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate", "br", "zstd"])
+def test_a_body_within_the_limit_decodes_whole(coding: str) -> None:
+    body = _bomb(coding, 2 << 20)
+    assert decode_content(body, coding, limit=2 << 20) == b"\0" * (2 << 20)
+    with pytest.raises(TooLarge):
+        decode_content(body, coding, limit=(2 << 20) - 1)
+
+
+def test_a_request_bomb_is_keyed_by_its_encoded_bytes() -> None:
+    bomb = _bomb("gzip", 128 << 20)
+    body, kind = canonical_body(
+        bomb, {"content-encoding": "gzip", "content-type": "application/json"}
+    )
+    assert (body, kind) == (bomb, "raw-encoded")

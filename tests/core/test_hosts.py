@@ -155,3 +155,10 @@ def test_property_azure_resource_names_match_in_any_case(
     host = host.upper() if upper else host
     assert BUILTIN(host + ("." if dot else ""))
     assert not BUILTIN(f"{label}.openai.azure.com.attacker.net")
+
+
+@pytest.mark.parametrize("pattern", ["*", "*.internal", "provider-cache.internal", "provider-*"])
+def test_the_endpoint_host_is_never_a_provider(pattern: str) -> None:
+    matches = HostMatcher(expand(["builtin", pattern]))
+    assert not matches("provider-cache.internal") and not matches("Provider-Cache.Internal.")
+    assert matches("api.openai.com")

@@ -393,10 +393,19 @@ def test_storable_headers_drops_per_connection_headers_and_lower_cases() -> None
     assert storable_headers(headers) == [
         (b"content-type", b"text/event-stream"),
         (b"x-request-id", b"req_ABC"),
-        (b"set-cookie", b"a=1"),
-        (b"set-cookie", b"b=2"),
         (b"openai-processing-ms", b"120"),
     ]
+
+
+def test_storable_headers_never_keep_cookies() -> None:
+    """OpenAI answers carry Cloudflare cookies (__cf_bm, _cfuvid): per client, never replayed."""
+    headers = [
+        (b"Set-Cookie", b"__cf_bm=abc; path=/; HttpOnly; Secure"),
+        (b"set-cookie", b"_cfuvid=def; path=/"),
+        (b"Set-Cookie2", b"old=1"),
+        (b"content-type", b"application/json"),
+    ]
+    assert storable_headers(headers) == [(b"content-type", b"application/json")]
 
 
 def test_storable_headers_keeps_values_verbatim() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import string
 
 import pytest
@@ -12,11 +13,15 @@ from provider_cache.core.keys import KeyRules
 from provider_cache.core.redact import (
     MIN_SCRUB_LENGTH,
     REDACTED_BYTES,
+    json_secret_fields,
+    redact_account_headers,
     redact_headers,
+    redact_json_fields,
     redact_query,
     redact_url,
     scrub,
     scrub_headers,
+    secret_forms,
     secret_values,
 )
 
@@ -55,23 +60,23 @@ def test_redact_headers_keeps_order_duplicates_and_other_headers() -> None:
         (b"accept", b"*/*"),
         (b"X-Api-Key", b"two"),
         (b"user-agent", b"sdk/1.0"),
-        (b"x-apikey-hint", b"not-secret"),
+        (b"x-api-hint", b"not-secret"),
     ]
     assert redact_headers(headers, RULES) == [
         (b"x-api-key", REDACTED_BYTES),
         (b"accept", b"*/*"),
         (b"X-Api-Key", REDACTED_BYTES),
         (b"user-agent", b"sdk/1.0"),
-        (b"x-apikey-hint", b"not-secret"),
+        (b"x-api-hint", b"not-secret"),
     ]
 
 
 def test_redact_headers_with_extra_secret_rules() -> None:
-    rules = KeyRules.with_extra(secret=("X-Org-Token", "x-vault-*"))
-    headers = [(b"x-org-token", b"t1"), (b"X-Vault-Secret", b"t2"), (b"x-org", b"keep")]
+    rules = KeyRules.with_extra(secret=("X-Org-Tenant", "x-vault-*"))
+    headers = [(b"x-org-tenant", b"t1"), (b"X-Vault-Id", b"t2"), (b"x-org", b"keep")]
     assert redact_headers(headers, rules) == [
-        (b"x-org-token", REDACTED_BYTES),
-        (b"X-Vault-Secret", REDACTED_BYTES),
+        (b"x-org-tenant", REDACTED_BYTES),
+        (b"X-Vault-Id", REDACTED_BYTES),
         (b"x-org", b"keep"),
     ]
     assert redact_headers(headers, RULES) == headers
@@ -145,9 +150,21 @@ def test_redact_query(query: str, expected: str) -> None:
 # --- secret_values ---------------------------------------------------------------------------
 
 
+def forms_of(*raw: bytes) -> set[bytes]:
+    """What secret_values yields for these values: each in every form it may be echoed in."""
+    return set().union(*(secret_forms(value) for value in raw))
+
+
+def assert_secrets(found: list[bytes], *raw: bytes) -> None:
+    assert set(found) == forms_of(*raw)
+    assert len(found) == len(set(found))
+    assert found == sorted(found, key=len, reverse=True)
+
+
 def test_secret_values_splits_bearer_tokens_longest_first() -> None:
     found = secret_values([(b"Authorization", b"Bearer sk-proj-abcdefgh1234")], "", RULES)
-    assert found == [b"Bearer sk-proj-abcdefgh1234", b"sk-proj-abcdefgh1234"]
+    assert_secrets(found, b"Bearer sk-proj-abcdefgh1234", b"sk-proj-abcdefgh1234")
+    assert found.index(b"Bearer sk-proj-abcdefgh1234") < found.index(b"sk-proj-abcdefgh1234")
 
 
 @pytest.mark.parametrize(
@@ -170,7 +187,7 @@ def test_secret_values_splits_bearer_tokens_longest_first() -> None:
 def test_secret_values(
     headers: list[tuple[bytes, bytes]], query: str, expected: list[bytes]
 ) -> None:
-    assert secret_values(headers, query, RULES) == expected
+    assert_secrets(secret_values(headers, query, RULES), *expected)
 
 
 def test_secret_values_drops_short_values() -> None:
@@ -181,7 +198,7 @@ def test_secret_values_drops_short_values() -> None:
         f"key={short.decode()}",
         RULES,
     )
-    assert found == [b"Bearer " + short, exact]
+    assert_secrets(found, b"Bearer " + short, exact)
 
 
 def test_secret_values_are_deduplicated_and_sorted_longest_first() -> None:
@@ -194,13 +211,13 @@ def test_secret_values_are_deduplicated_and_sorted_longest_first() -> None:
         "key=ccccccccccccc",
         RULES,
     )
-    assert found == [b"bbbbbbbbbbbbbbbb", b"ccccccccccccc", b"aaaaaaaaaa"]
+    assert_secrets(found, b"bbbbbbbbbbbbbbbb", b"ccccccccccccc", b"aaaaaaaaaa")
 
 
 def test_secret_values_with_extra_secret_header() -> None:
-    rules = KeyRules.with_extra(secret=("x-org-token",))
-    headers = [(b"X-Org-Token", b"org-token-123")]
-    assert secret_values(headers, "", rules) == [b"org-token-123"]
+    rules = KeyRules.with_extra(secret=("x-org-tenant",))
+    headers = [(b"X-Org-Tenant", b"org-tenant-123")]
+    assert_secrets(secret_values(headers, "", rules), b"org-tenant-123")
     assert secret_values(headers, "", RULES) == []
 
 
@@ -307,3 +324,147 @@ def test_property_query_redaction_never_raises(prefix: str, wire: str) -> None:
     query = prefix + wire
     secret_values([], query, RULES)
     redact_url("https://h.com/p?" + query, RULES)
+
+
+# --- issue 12: secrets beyond the built-in names ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name",
+    [b"cf-aig-authorization", b"x-portkey-api-key", b"Helicone-Auth", b"x-team-token"],
+)
+def test_redact_headers_redacts_gateway_and_custom_auth_headers(name: bytes) -> None:
+    headers = [(name, b"Bearer gw-secret-123456"), (b"x-goog-api-client", b"genai/1.0")]
+    assert redact_headers(headers, RULES) == [
+        (name, REDACTED_BYTES),
+        (b"x-goog-api-client", b"genai/1.0"),
+    ]
+    assert_secrets(
+        secret_values(headers, "", RULES), b"Bearer gw-secret-123456", b"gw-secret-123456"
+    )
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        (
+            "sv=2024&se=2030&sp=r&sig=AbCdEf%2B123%3D",
+            "sv=2024&se=2030&sp=r&sig=%3Credacted%3E",
+        ),
+        (
+            "X-Goog-Algorithm=GOOG4-RSA-SHA256&X-Goog-Credential=sa%40p.iam%2F2024"
+            "&X-Goog-Signature=0a1b2c",
+            "X-Goog-Algorithm=GOOG4-RSA-SHA256&X-Goog-Credential=%3Credacted%3E"
+            "&X-Goog-Signature=%3Credacted%3E",
+        ),
+        (
+            "X-Amz-Credential=AKIA%2F2024%2Fus-east-1&X-Amz-Date=2024&X-Amz-Signature=ff",
+            "X-Amz-Credential=%3Credacted%3E&X-Amz-Date=2024&X-Amz-Signature=%3Credacted%3E",
+        ),
+        ("token=abc&alt=sse", "token=%3Credacted%3E&alt=sse"),
+        ("pageSize=5&pageToken=Cg5n", "pageSize=5&pageToken=Cg5n"),
+    ],
+)
+def test_redact_query_redacts_signed_url_parameters(query: str, expected: str) -> None:
+    assert redact_query(query, RULES) == expected
+
+
+def test_redact_url_scrubs_a_known_secret_repeated_in_the_path() -> None:
+    url = "https://h.com/v1/keys/sk-path-secret-99/usage?key=sk-path-secret-99&alt=sse"
+    secrets = secret_values([], "key=sk-path-secret-99&alt=sse", RULES)
+    redacted = redact_url(url, RULES, secrets)
+    assert "sk-path-secret-99" not in redacted
+    assert redacted == "https://h.com/v1/keys/%3Credacted%3E/usage?key=%3Credacted%3E&alt=sse"
+    # percent-encoded in the path, as a client sends a value with / or + in it
+    slashy = secret_values([(b"x-api-key", b"sk/slash+plus=1")], "", RULES)
+    assert "sk%2Fslash" not in redact_url("https://h.com/a/sk%2Fslash%2Bplus%3D1/b", RULES, slashy)
+    assert redact_url(url, RULES) == (
+        "https://h.com/v1/keys/sk-path-secret-99/usage?key=%3Credacted%3E&alt=sse"
+    )
+
+
+def test_secret_values_yield_percent_encoded_and_base64_forms() -> None:
+    import base64
+    from urllib.parse import quote, quote_plus
+
+    raw = b"AKIAEXAMPLE/20240101/us-east-1/s3/aws4_request"
+    found = secret_values([], "X-Amz-Credential=" + quote(raw, safe=""), RULES)
+    for form in (
+        raw,
+        quote(raw, safe="").encode(),
+        quote(raw).encode(),
+        quote_plus(raw).encode(),
+        quote(raw, safe="").replace("%2F", "%2f").encode(),
+        base64.b64encode(raw).rstrip(b"="),
+        base64.urlsafe_b64encode(raw).rstrip(b"="),
+    ):
+        assert form in found, form
+    assert found == sorted(found, key=len, reverse=True)
+
+
+def test_scrub_removes_a_percent_encoded_or_base64_echo_of_a_secret() -> None:
+    import base64
+
+    query = "X-Amz-Credential=AKIAEXAMPLE%2F20240101%2Fus-east-1%2Fs3%2Faws4_request"
+    secrets = secret_values([(b"x-api-key", b"sk-ant-b64-secret")], query, RULES)
+    echoed = (
+        b'{"url":"https://b.s3/o?X-Amz-Credential=AKIAEXAMPLE%2F20240101%2Fus-east-1%2Fs3%2F'
+        b'aws4_request","form":"AKIAEXAMPLE%2f20240101%2fus-east-1%2fs3%2faws4_request",'
+        b'"b64":"' + base64.b64encode(b"sk-ant-b64-secret") + b'"}'
+    )
+    scrubbed = scrub(echoed, secrets)
+    assert b"AKIAEXAMPLE" not in scrubbed and b"c2stYW50LWI2NC1zZWNyZXQ" not in scrubbed
+    assert scrubbed.count(REDACTED_BYTES) == 3
+
+
+JSON_HEADERS = [(b"content-type", b"application/json")]
+
+
+def test_json_secret_fields_at_any_depth() -> None:
+    body = b'{"model":"m","config":[{"api_key":"sk-body-secret-1"}],"apiKey":"sk-body-secret-2"}'
+    fields = json_secret_fields(body, JSON_HEADERS, RULES)
+    assert fields == {"api_key": ["sk-body-secret-1"], "apiKey": ["sk-body-secret-2"]}
+    found = secret_values(JSON_HEADERS, "", RULES, fields)
+    assert b"sk-body-secret-1" in found and b"sk-body-secret-2" in found
+    assert json_secret_fields(b'{"max_tokens":"sk-not-a-secret"}', JSON_HEADERS, RULES) == {}
+    assert json_secret_fields(b'{"password":{"type":"string"}}', JSON_HEADERS, RULES) == {}
+    assert json_secret_fields(b"not json", JSON_HEADERS, RULES) == {}
+    plain = [(b"content-type", b"text/plain")]
+    assert json_secret_fields(b'{"api_key":"sk-body-secret-1"}', plain, RULES) == {}
+    gzipped = [*JSON_HEADERS, (b"Content-Encoding", b"gzip")]
+    compressed = gzip.compress(b'{"api_key":"sk-body-secret-1"}')
+    assert json_secret_fields(compressed, gzipped, RULES) == {"api_key": ["sk-body-secret-1"]}
+
+
+def test_redact_json_fields_replaces_secret_values_of_any_length_in_place() -> None:
+    body = b'{"model": "m", "auth": {"password" : "hunter2"}, "token":"t\\"1", "n": "hunter2"}'
+    redacted = redact_json_fields(body, JSON_HEADERS, json_secret_fields(body, JSON_HEADERS, RULES))
+    assert redacted == (
+        b'{"model": "m", "auth": {"password" : "<redacted>"}, "token":"<redacted>", "n": "hunter2"}'
+    )
+    assert redact_json_fields(b'{"model":"m"}', JSON_HEADERS, {}) == b'{"model":"m"}'
+    gzipped = [*JSON_HEADERS, (b"content-encoding", b"gzip")]
+    assert redact_json_fields(b"\x1f\x8b", gzipped, {"token": ["x"]}) == b"\x1f\x8b"
+
+
+def test_account_headers_are_redacted_and_scrubbed_unless_kept() -> None:
+    keep = KeyRules.with_extra(keep_account=True)
+    request = [(b"OpenAI-Organization", b"org-planted-123456"), (b"OpenAI-Project", b"proj_1")]
+    assert redact_headers(request, RULES) == [
+        (b"OpenAI-Organization", REDACTED_BYTES),
+        (b"OpenAI-Project", REDACTED_BYTES),
+    ]
+    assert b"org-planted-123456" in secret_values(request, "", RULES)
+    assert redact_headers(request, keep) == request
+    assert secret_values(request, "", keep) == []
+    response = [
+        (b"openai-organization", b"user-abc123"),
+        (b"anthropic-organization-id", b"2f7e-uuid"),
+        (b"x-ratelimit-remaining-tokens", b"99"),
+    ]
+    assert redact_account_headers(response, RULES) == [
+        (b"openai-organization", REDACTED_BYTES),
+        (b"anthropic-organization-id", REDACTED_BYTES),
+        (b"x-ratelimit-remaining-tokens", b"99"),
+    ]
+    assert redact_account_headers(response, keep) == response

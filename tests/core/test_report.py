@@ -81,6 +81,136 @@ def test_invalid_documents_are_bad_stats_naming_the_source(document: object, mes
     assert "\n" not in text
 
 
+#: Issue 12: a wrong type anywhere the gate reads is refused, naming the field, instead of
+#: raising in merge() or render (which the command reported as a traceback and exit 1).
+BAD_SHAPES: list[tuple[str, dict, str]] = [
+    ("mode-list", {"mode": []}, "field 'mode' is not a string"),
+    ("mode-number", {"mode": 3}, "field 'mode' is not a string"),
+    ("rate-limited-str", {"rate_limited": "x"}, "field 'rate_limited' is not a count"),
+    ("rate-limited-bool", {"rate_limited": True}, "field 'rate_limited' is not a count"),
+    ("retry-after-str", {"retry_after": "x"}, "field 'retry_after' is not a number of seconds"),
+    ("retry-after-neg", {"retry_after": -1}, "field 'retry_after' is not a number of seconds"),
+    ("retry-after-inf", {"retry_after": float("inf")}, "'retry_after' is not a number of"),
+    ("retry-after-nan", {"retry_after": float("nan")}, "'retry_after' is not a number of"),
+    ("missed-dropped-str", {"missed_dropped": "x"}, "field 'missed_dropped' is not a count"),
+    ("hit-rate-str", {"hit_rate": "1"}, "field 'hit_rate' is not a number or null"),
+    ("started-at-str", {"started_at": "now"}, "field 'started_at' is not a number"),
+    ("window-list", {"window": []}, "field 'window' is not an object"),
+    ("window-hits-str", {"window": {"size": 1, "hits": "a"}}, "field 'window.hits' is not a"),
+    ("window-size-neg", {"window": {"size": -1}}, "field 'window.size' is not a count"),
+    ("by-host-list", {"by_host": [1]}, "field 'by_host' is not an object"),
+    ("by-host-int", {"by_host": {"h": 3}}, "field \"by_host['h']\" is not an object"),
+    (
+        "by-host-hits-str",
+        {"by_host": {"h": {"hits": "x"}}},
+        "field \"by_host['h'].hits\" is not a count",
+    ),
+    (
+        "by-host-rate-str",
+        {"by_host": {"h": {"hits": 1, "hit_rate": "x"}}},
+        "field \"by_host['h'].hit_rate\" is not a number or null",
+    ),
+    ("missed-object", {"missed": {}}, "field 'missed' is not a list"),
+    ("missed-item-int", {"missed": [1]}, "field 'missed[0]' is not an object"),
+    (
+        "missed-no-count",
+        {"missed": [{"method": "GET", "url": "u", "key": "k"}]},
+        "'missed[0].count'",
+    ),
+    (
+        "missed-key-int",
+        {"missed": [{"method": "GET", "url": "u", "key": 1, "count": 1}]},
+        "'missed[0].key' is not a string",
+    ),
+    (
+        "missed-url-null",
+        {"missed": [{"method": "GET", "url": None, "key": "k", "count": 1}]},
+        "'missed[0].url' is not a string",
+    ),
+    (
+        "missed-request-list",
+        {"missed": [{"method": "GET", "url": "u", "key": "k", "count": 1, "request": []}]},
+        "'missed[0].request' is not an object",
+    ),
+    (
+        "missed-body-int",
+        {"missed": [{"method": "GET", "url": "u", "key": "k", "count": 1, "request": {"body": 5}}]},
+        "'missed[0].request.body' is not a string",
+    ),
+    (
+        "missed-closest-str",
+        {"missed": [{"method": "GET", "url": "u", "key": "k", "count": 1, "closest": "x"}]},
+        "'missed[0].closest' is not an object or null",
+    ),
+    (
+        "missed-closest-diffs",
+        {
+            "missed": [
+                {
+                    "method": "GET",
+                    "url": "u",
+                    "key": "k",
+                    "count": 1,
+                    "closest": {"key": "c", "differences": [1]},
+                }
+            ]
+        },
+        "'missed[0].closest.differences[0]' is not a string",
+    ),
+    (
+        "missed-closest-more",
+        {
+            "missed": [
+                {
+                    "method": "GET",
+                    "url": "u",
+                    "key": "k",
+                    "count": 1,
+                    "closest": {"key": "c", "differences": [], "more": "2"},
+                }
+            ]
+        },
+        "'missed[0].closest.more' is not a count",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"), [b[1:] for b in BAD_SHAPES], ids=[b[0] for b in BAD_SHAPES]
+)
+def test_a_wrong_type_anywhere_is_bad_stats_naming_the_field(fields: dict, message: str) -> None:
+    with pytest.raises(BadStats) as raised:
+        validate({**doc(hits=1, misses=1), **fields}, "shard-3.json")
+    text = str(raised.value)
+    assert text.startswith("shard-3.json: ") and message in text and "\n" not in text
+
+
+def test_a_host_name_with_a_newline_keeps_the_message_on_one_line() -> None:
+    with pytest.raises(BadStats) as raised:
+        validate({**doc(), "by_host": {"a\nb": {"hits": "x"}}}, "s.json")
+    assert "\n" not in str(raised.value) and "hits" in str(raised.value)
+
+
+def test_every_shape_the_proxy_writes_is_valid() -> None:
+    """A snapshot with hosts, a window, missed requests with and without a closest recording,
+    rate limits and a retry-after: what the proxy writes passes as it is."""
+    stats = Stats(mode="record", window_size=10)
+    stats.hit("api.openai.com")
+    normalized = {
+        "headers": [("a", "b")],
+        "query": [("q", "1")],
+        "body_kind": "json",
+        "body": b"{}",
+    }
+    stats.miss("api.openai.com", "POST", "https://api.openai.com/v1/x", KEY_A, normalized)
+    stats.miss("api.openai.com", "POST", "https://api.openai.com/v1/y", KEY_B, normalized)
+    stats.missed[KEY_A].closest = {"key": KEY_B, "differences": ["body $.n: 0 → 1"], "more": 0}
+    stats.rate_limit(7.0)
+    document = stats.snapshot()
+    assert validate(document, "s.json") is document
+    assert validate({**document, "retry_after": None, "hit_rate": None}, "s.json")
+
+
 def test_bad_stats_is_a_value_error() -> None:
     assert issubclass(BadStats, ValueError)
 

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from provider_cache.core.streaming import TERMINAL_EVENTS, StreamRecorder, is_event_stream
+from provider_cache.core.streaming import (
+    FAILURE_EVENTS,
+    TERMINAL_EVENTS,
+    StreamRecorder,
+    is_event_stream,
+)
 
 OPENAI = [b'data: {"choices":[{"delta":{"content":"Hel"}}]}\n\n', b"data: [DONE]\n\n"]
 ANTHROPIC = [
@@ -151,3 +156,44 @@ def test_stream_without_a_terminal_event_name_is_not_seen_as_ended() -> None:
 )
 def test_is_event_stream(content_type: str, expected: bool) -> None:
     assert is_event_stream(content_type) is expected
+
+
+def test_a_terminal_event_quoted_in_the_text_is_not_the_end() -> None:
+    """Parsed, not searched: an answer that *says* `data: [DONE]` and is then cut off."""
+    recorder = StreamRecorder(max_size=1 << 20)
+    quoted = (
+        b'data: {"delta": "the stream ends with\\ndata: [DONE]\\n\\n and event: message_stop"}\n\n'
+    )
+    feed(recorder, [b'data: {"x": 1}\n\n', quoted], end=False)
+    assert recorder.saw_terminal_event() is False
+    assert recorder.complete(connection_closed_early=True) is False
+
+
+def test_a_terminal_line_inside_a_multi_line_event_is_not_the_end() -> None:
+    recorder = StreamRecorder(max_size=1 << 20)
+    feed(recorder, [b"data: first line\ndata: [DONE]\n\n"], end=False)
+    assert recorder.complete(connection_closed_early=True) is False
+
+
+@pytest.mark.parametrize("failure", FAILURE_EVENTS)
+@pytest.mark.parametrize("ended", [True, False])
+def test_a_failure_event_is_never_complete(failure: bytes, ended: bool) -> None:
+    recorder = StreamRecorder(max_size=1 << 20)
+    feed(
+        recorder,
+        [b'data: {"x": 1}\n\n', failure + b'\ndata: {"error": {}}\n\n', *OPENAI],
+        end=ended,
+    )
+    assert recorder.complete(connection_closed_early=not ended) is False
+
+
+def test_crlf_line_endings_and_comments_are_understood() -> None:
+    recorder = StreamRecorder(max_size=1 << 20)
+    feed(recorder, [b": ping\r\n\r\n", b"event: message_stop\r\ndata: {}\r\n\r\n"], end=False)
+    assert recorder.complete(connection_closed_early=True) is True
+
+
+def test_a_last_event_without_its_blank_line_counts_when_the_stream_ends() -> None:
+    recorder = StreamRecorder(max_size=1 << 20)
+    feed(recorder, [b'data: {"x": 1}\n\n', b"event: error\ndata: {}"], end=True)
+    assert recorder.complete(connection_closed_early=False) is False

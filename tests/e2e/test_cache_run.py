@@ -104,6 +104,17 @@ def test_proxy_that_cannot_start_is_exit_2(tmp_path):
     assert "cache_mode must be one of" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_proxy_log_in_a_missing_directory_is_one_line_and_exit_2(tmp_path):
+    log = tmp_path / "logs" / "missing" / "proxy.log"
+    argv = [sys.executable, str(RUN), "--cache-dir", str(tmp_path / "c")]
+    argv += ["--confdir", str(tmp_path / "conf"), "--proxy-log", str(log), "--", "true"]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout) == (2, ""), result.stderr
+    assert result.stderr == f"cannot write the proxy log {log}: No such file or directory\n"
+    assert "Traceback" not in result.stderr and not (tmp_path / "logs").exists()
+    assert not (tmp_path / "c").exists()  # nothing started, nothing created
+
+
 def test_simulated_pull_request_fails_the_gate_then_passes_after_re_recording(
     cache_run, tmp_path, fake, cache_dir
 ):
@@ -183,3 +194,30 @@ def test_sigterm_stops_the_command_and_the_proxy_and_flushes_stats(tmp_path, cac
     assert processes_mentioning(str(cache_dir)) == []
     assert processes_mentioning(sleep, first=True) == []
     assert json.loads((cache_dir / "stats.json").read_text())["schema"] == 1
+
+
+def test_kill_9_of_the_command_leaves_no_proxy_behind(tmp_path, cache_dir):
+    """`kill -9` gives cache_run no chance to clean up; its mitmdump must still go (it gets
+    SIGTERM when its parent dies, and flushes its stats)."""
+    sleep = f"sleep 32.{os.getpid()}"
+    run = subprocess.Popen(
+        [sys.executable, str(RUN), "--cache-dir", str(cache_dir), "--confdir", str(tmp_path / "c"),
+         "--", "sh", "-c", f"exec {sleep}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not processes_mentioning(sleep, first=True) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(processes_mentioning(str(cache_dir))) == 2  # cache_run and its mitmdump
+        run.send_signal(signal.SIGKILL)
+        run.wait(10)
+        deadline = time.monotonic() + 30
+        while processes_mentioning(str(cache_dir)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert processes_mentioning(str(cache_dir)) == []
+        assert json.loads((cache_dir / "stats.json").read_text())["schema"] == 1
+    finally:
+        for pid in processes_mentioning(sleep, first=True):  # the orphaned command: ours
+            os.kill(pid, signal.SIGKILL)

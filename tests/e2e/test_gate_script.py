@@ -122,3 +122,34 @@ def test_url_reads_a_running_proxy(start_proxy, use_proxy, fake):
     assert json.loads(result.stdout)["hits"] == 1
     direct = run("--url", f"{proxy.url}/stats")  # not an endpoint URL: the proxy answers 4xx
     assert direct.returncode == 2
+
+
+#: Issue 12: wrong types under the optional fields gave a traceback and exit 1 ("below").
+WRONG_TYPES = {
+    "by_host": [1],
+    "missed": [{"key": 1}],
+    "window": {"hits": "a"},
+    "rate_limited": "x",
+    "retry_after": "x",
+    "mode": [],
+    "missed_dropped": "x",
+}
+
+
+@pytest.mark.parametrize(("field", "value"), WRONG_TYPES.items(), ids=WRONG_TYPES.keys())
+@pytest.mark.parametrize("fmt", ["text", "markdown"])
+def test_a_wrong_type_exits_2_naming_the_file_and_the_field(tmp_path, field, value, fmt):
+    path = stats_file(tmp_path / "s.json", 3, 1)
+    path.write_text(json.dumps({**json.loads(path.read_text()), field: value}))
+    result = run(str(path), "--min-hit-rate", "0.5", "--format", fmt)
+    assert (result.returncode, result.stdout) == (2, ""), result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"{path}: field '{field}") and "is not" in result.stderr
+
+
+def test_json_nested_too_deep_to_parse_exits_2(tmp_path):
+    path = tmp_path / "s.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    result = run(str(path))
+    assert (result.returncode, result.stdout) == (2, ""), result.stderr
+    assert result.stderr == f"{path}: not valid JSON (nested too deeply)\n"

@@ -11,6 +11,7 @@ import json
 import random
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -167,3 +168,80 @@ def test_bad_usage_exits_2(tmp_path):
     )
     assert result.returncode == 2 and "--min-hit-rate" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def bare_args(tmp_path: Path, cache_dir: Path, *options: str) -> list[str]:
+    """For commands that make no provider request: no upstream to resolve."""
+    return ["--cache-dir", str(cache_dir), "--confdir", str(tmp_path / "conf"), *options]
+
+
+def test_a_command_that_fails_before_any_lookup_does_not_pass(tmp_path, cache_dir, capsys):
+    """Issue 12: `rebuild -- false` said "hit rate 100.0%" and exited 0."""
+    argv = bare_args(tmp_path, cache_dir, "--min-hit-rate", "1.0", "--max-attempts", "1")
+    clock = FakeClock()
+    assert run_rebuild([*argv, "--", "false"], clock) == 1
+    out = capsys.readouterr().out
+    assert "check: command exited 1; no provider lookups" in out
+    assert "attempt failed: the command exited 1 before any provider lookup" in out
+    assert "100.0%" not in out and "nothing to rebuild" not in out
+    assert state(cache_dir)["failures"] == 1
+
+    # The same command succeeding, still without lookups, has nothing stale: it passes.
+    assert run_rebuild([*argv, "--force", "--", "true"], clock) == 0
+    out = capsys.readouterr().out
+    assert "the cache meets the threshold: nothing to rebuild" in out
+    assert out.endswith(": no provider lookups, and the command succeeded\n")
+
+
+def test_a_wrong_typed_backoff_state_is_ignored_with_one_warning(tmp_path, cache_dir, capsys):
+    cache_dir.mkdir()
+    for content in ('{"schema": 1, "failures": "x"}', "[1, 2]", '{"schema": 1, "history": [1]}'):
+        (cache_dir / cachedir.REBUILD_STATE).write_text(content)
+        argv = bare_args(tmp_path, cache_dir, "--min-hit-rate", "1.0", "--", "true")
+        assert run_rebuild(argv, FakeClock()) == 0
+        out = capsys.readouterr().out
+        assert out.count("ignoring unreadable backoff state") == 1
+        assert state(cache_dir)["failures"] == 0  # replaced by a good one
+
+
+def test_two_full_rebuilds_of_one_store_do_not_run_at_once(tmp_path, cache_dir):
+    """Issue 12: the second one removed the first one's fresh store under it (a traceback)."""
+    started, release = tmp_path / "started", tmp_path / "release"
+    waiting = (
+        "import pathlib, sys, time\n"
+        f"pathlib.Path({str(started)!r}).touch()\n"
+        "deadline = time.monotonic() + 60\n"
+        f"while not pathlib.Path({str(release)!r}).exists() and time.monotonic() < deadline:\n"
+        "    time.sleep(0.05)\n"
+    )
+    options = ("--min-hit-rate", "1.0", "--full", "--max-attempts", "1")
+    rebuild_argv = [sys.executable, str(SCRIPT), *bare_args(tmp_path, cache_dir, *options)]
+    first = subprocess.Popen(
+        [*rebuild_argv, "--", sys.executable, "-c", waiting],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not started.exists() and time.monotonic() < deadline and first.poll() is None:
+            time.sleep(0.05)
+        assert started.exists(), first.communicate(timeout=60)
+        second = subprocess.run(
+            [*rebuild_argv, "--", "true"], capture_output=True, text=True, timeout=120
+        )
+        release.touch()
+        out, err = first.communicate(timeout=120)
+    finally:
+        release.touch()
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    assert (second.returncode, second.stdout) == (1, ""), second.stdout + second.stderr
+    assert second.stderr == (
+        f"another rebuild of {cache_dir} is running (pid {first.pid}): not starting a second"
+        " one; run it again when that one has finished\n"
+    )
+    assert first.returncode == 0, out + err
+    assert "swapped the verified fresh store into" in out and "Traceback" not in err
+    assert sorted(p.name for p in cache_dir.parent.iterdir() if p.name.startswith(".")) == []

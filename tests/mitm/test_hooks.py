@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import Awaitable, Iterator
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from mitmproxy.test import taddons, tflow
 
 from provider_cache.core import records
 from provider_cache.core.streaming import StreamRecorder
-from provider_cache.mitm.hooks import ProviderCache
+from provider_cache.mitm.hooks import KEY_OFF_LOOP_BYTES, ProviderCache
 
 SSE = b'data: {"x": 1}\n\ndata: [DONE]\n\n'
 
@@ -228,3 +229,68 @@ def test_endpoint_requests_are_not_counted_as_passthrough(cache, tctx):
     cache.request(endpoint_flow)
     cache.request(provider_flow(host="example.com"))
     assert cache.stats.passthrough == 1
+
+
+def test_replay_fails_closed_when_the_hook_itself_breaks(cache, tctx, monkeypatch):
+    """Whatever raises on the lookup path, a replay flow leaves with a local answer (mitmproxy
+    would forward a flow whose hook raised); the error still propagates to mitmproxy's log."""
+    tctx.configure(cache, cache_mode="replay")
+
+    def broken(request, storable):
+        raise RuntimeError("a bug in the key")
+
+    monkeypatch.setattr(cache.keyer, "key", broken)
+    flow = provider_flow()
+    with pytest.raises(RuntimeError, match="a bug in the key"):
+        cache.request(flow)
+    assert flow.response is not None and flow.response.status_code == 404
+    assert json.loads(flow.response.content)["error"]["type"] == "provider_cache_error"
+    assert (cache.stats.misses, cache.stats.errors) == (1, 1)  # the gate sees a miss
+
+
+def test_record_mode_lets_mitmproxy_handle_a_broken_hook(cache, tctx, monkeypatch):
+    monkeypatch.setattr(cache.keyer, "key", lambda request, storable: 1 / 0)
+    flow = provider_flow()
+    with pytest.raises(ZeroDivisionError):
+        cache.request(flow)
+    assert flow.response is None
+
+
+def test_answers_arriving_after_shutdown_are_let_go_quietly(cache, tctx):
+    """Under load, flows still finish after done() closed the store: no error, no write."""
+    flow = provider_flow()
+    cache.request(flow)
+    upstream_answer(flow)
+    cache.responseheaders(flow)
+    broken = provider_flow(b'{"model": "other"}')
+    cache.request(broken)
+    cache.done()
+    assert cache.response(flow) is None
+    assert cache.error(broken) is None
+    assert cache.pending == {}
+
+
+def test_a_large_body_is_keyed_off_the_event_loop(cache, tctx):
+    """Keying 20 MB of JSON on the loop stalled every other client for seconds: over
+    KEY_OFF_LOOP_BYTES the hook hands mitmproxy a coroutine that keys on a worker thread."""
+    big = json.dumps({"model": "m", "input": "x" * (KEY_OFF_LOOP_BYTES + 10)}).encode()
+    threads: list[str] = []
+    compute = cache.keyer.compute
+
+    def watched(request):
+        threads.append(threading.current_thread().name)
+        return compute(request)
+
+    cache.keyer.compute = watched
+    first = provider_flow(big)
+    pending = cache.request(first)
+    assert pending is not None and first.response is None  # nothing decided yet
+    asyncio.run(pending)
+    upstream_answer(first)
+    cache.responseheaders(first)
+    finish(cache.response(first))
+    again = provider_flow(big)
+    finish(cache.request(again))
+    assert again.response is not None and again.response.headers["x-provider-cache"] == "hit"
+    assert threads and threading.main_thread().name not in threads
+    assert cache.request(provider_flow(b'{"small": 1}')) is None  # small bodies stay inline

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from mitmproxy import exceptions
 from mitmproxy.addonmanager import Loader
+from mitmproxy.addons.proxyserver import Proxyserver
 from mitmproxy.options import Options
 from mitmproxy.test import taddons
 from mitmproxy.utils import human
@@ -212,3 +213,11 @@ def test_window_size(opts: Options) -> None:
 def test_the_map_size_default_is_the_stores() -> None:
     """One default in two forms: the option's text and the store's bytes (read-only tools)."""
     assert human.parse_size(options.DEFAULT_MAP_SIZE) == store.DEFAULT_MAP_SIZE
+
+
+def test_stream_large_bodies_is_refused() -> None:
+    """Streamed provider bodies would pass the cache by: replay would forward them."""
+    with taddons.context(Declares(), Proxyserver()) as tctx:
+        assert options.parse(tctx.options).mode == "record"  # unset: fine
+        with pytest.raises(ValueError, match="stream_large_bodies streams provider bodies"):
+            parse(tctx.options, stream_large_bodies="10k")

@@ -130,3 +130,21 @@ def test_write_stats_writes_the_snapshot_to_the_stats_file(cache_dir: Path, tmp_
         assert json.loads(stats_file.read_text()) == {"schema": 1, "hits": 3}
     finally:
         files.close()
+
+
+def test_a_corrupt_usage_log_does_not_block_the_cache(tmp_path: Path):
+    """The usage log is bookkeeping: a damaged one is set aside with a warning."""
+    cache_dir = tmp_path / "cache"
+    CacheFiles(cache_dir, cache_dir / "stats.json", 1 << 20).close()
+    usage_data = cache_dir / "usage" / "data.mdb"
+    usage_data.write_bytes(b"\0" * 100)  # neither an LMDB file nor of its recorded size
+    files = CacheFiles(cache_dir, cache_dir / "stats.json", 1 << 20)
+    try:
+        assert files.usage is None
+        assert files.begin_run() == 0
+        files.note_hit("k", 1.0)
+        files.flush_usage()  # nothing to write to: no error
+        files.store.put(b"k", b"v")
+        assert files.store.get(b"k") == b"v"
+    finally:
+        files.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -64,3 +65,42 @@ def test_reads_on_one_thread_while_another_writes_and_grows_the_map(tmp_path: Pa
             reads += 1
         writer.join()
         assert len(store) == 301 and store.env.info()["map_size"] > 64 * 1024
+
+
+def test_a_truncated_data_file_is_refused_at_open_not_a_sigbus_later(tmp_path: Path):
+    with Store(tmp_path) as store:
+        store.put_many([(f"k{i}".encode(), b"v" * 3000) for i in range(50)])
+    data = tmp_path / "data.mdb"
+    size = data.stat().st_size
+    os.truncate(data, 8192)
+    for readonly in (False, True):
+        with pytest.raises(StoreError, match=r"data.mdb is truncated: 8192 bytes where LMDB needs"):
+            Store(tmp_path, readonly=readonly)
+    assert size > 8192
+
+
+def test_a_damaged_page_is_a_store_error_on_read(tmp_path: Path):
+    """MDB_CORRUPTED and friends surface as StoreError, the one error the hooks expect."""
+    with Store(tmp_path) as store:
+        store.put(b"key", b"value")
+    data = tmp_path / "data.mdb"
+    with data.open("r+b") as f:
+        f.seek(2 * 4096)  # every page after the two meta pages
+        f.write(b"\0" * (data.stat().st_size - 2 * 4096))
+    with Store(tmp_path) as store, pytest.raises(StoreError, match="cannot read cache store"):
+        store.get(b"key")
+
+
+def test_one_answer_far_larger_than_the_map_is_stored(tmp_path: Path):
+    """Growth jumps to fit the write: a 64 KiB map and a 20 MiB answer (8 doublings fell short)."""
+    big = os.urandom(20 << 20)
+    with Store(tmp_path, map_size=64 << 10) as store:
+        store.put(b"big", big)
+        assert store.get(b"big") == big
+
+
+def test_a_read_only_store_refuses_writes_with_its_reason(tmp_path: Path):
+    Store(tmp_path).close()
+    store = Store(tmp_path, readonly=True, readonly_because="No space left on device")
+    with store, pytest.raises(StoreError, match=r"cannot write cache store .*: No space left on"):
+        store.put(b"k", b"v")

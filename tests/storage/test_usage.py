@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import lmdb
 import pytest
 
 from provider_cache.storage.cachedir import USAGE_DIR
+from provider_cache.storage.store import StoreError
 from provider_cache.storage.usage import RUN_COUNTER, LastHit, Usage
 
 
@@ -108,7 +108,7 @@ def test_open_if_present_opens_read_only(cache_dir: Path) -> None:
         assert found.store.readonly is True
         assert found.current_run() == 1
         assert found.last_hit("k1") == LastHit(1, 5.0)
-        with pytest.raises(lmdb.Error):
+        with pytest.raises(StoreError, match="cannot write cache store"):
             found.begin_run()
     finally:
         found.close()

@@ -14,6 +14,9 @@ Misbehaviour is selected by the ``model`` field of the JSON body:
 * ``slow``: 0.5 s between SSE events regardless of ``chunk_delay``.
 * ``cut-json``: a JSON response cut short: content-length 4096, a few bytes, then a reset.
 * ``hang``: no answer at all, until the fake shuts down (or 30 s pass).
+
+``answer_headers`` adds headers to every answer (Set-Cookie, openai-organization, …), and
+``/v1/echo`` answers with the request it got, secrets included, as a careless gateway would.
 """
 
 from __future__ import annotations
@@ -272,6 +275,8 @@ class _Handler(BaseHTTPRequestHandler):
         super().send_response(code, message)
         if self._served is not None:
             self.send_header("x-fake-served", str(self._served))
+        for name, value in self.server.provider.answer_headers:
+            self.send_header(name, value)
 
     def _dispatch(self) -> None:
         try:
@@ -495,7 +500,8 @@ class _Handler(BaseHTTPRequestHandler):
                 for name in MODELS
             ],
         }
-        body = json.dumps(listing).encode()
+        pad = int(parse_qs(query).get("pad", ["0"])[0])  # bytes of white space: a bomb, gzipped
+        body = json.dumps(listing).encode() + b" " * pad
         encoding = parse_qs(query).get("encoding", [""])[0]
         if not encoding:
             self._send_bytes(200, body, "application/json")
@@ -622,6 +628,8 @@ class FakeProvider:
         self.chunk_delay = 0.0
         #: Scripted failures: each request answers the next (status, headers) instead, in order.
         self.fail_next: list[tuple[int, dict[str, str]]] = []
+        #: Headers every answer carries, as real providers send Set-Cookie or openai-organization.
+        self.answer_headers: list[tuple[str, str]] = []
         self.served = 0
         self.requests: list[JSON] = []
         self.errors: list[BaseException] = []

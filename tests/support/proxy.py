@@ -19,6 +19,17 @@ __all__ = ["Mitmdump", "free_port"]
 
 
 @dataclass
+class WrappedProxy(ManagedProxy):
+    """A managed proxy started through a wrapper command that execs it (same PID): e.g.
+    `unshare` with a read-only bind mount or a tiny tmpfs over the cache directory."""
+
+    wrapper: list[str] = field(default_factory=list)
+
+    def command(self) -> list[str]:
+        return [*self.wrapper, *super().command()]
+
+
+@dataclass
 class Mitmdump:
     workdir: Path
     cache_dir: Path
@@ -26,6 +37,7 @@ class Mitmdump:
     resolve: dict[str, int] = field(default_factory=dict)
     upstream_ca: Path | None = None
     program: str = "mitmdump"
+    wrapper: list[str] = field(default_factory=list)
     managed: ManagedProxy | None = None
 
     @property
@@ -62,7 +74,8 @@ class Mitmdump:
             for v in (value if isinstance(value, list) else [value])
         ]
         index = len(list(self.workdir.glob(f"{self.program}-*.log")))
-        self.managed = ManagedProxy(
+        self.managed = WrappedProxy(
+            wrapper=self.wrapper,
             cache_dir=cache_dir,
             mode=mode,
             options=settings,

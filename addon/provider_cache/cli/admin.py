@@ -1,14 +1,21 @@
 """`provider-cache recordings` (scripts/recordings.py): list, show, delete, prune, export,
 import, merge and verify a store (SPEC §7).
 
-Read-only actions open LMDB read-only, so they work while a proxy is running.
+Read-only actions open LMDB read-only, so they work while a proxy is running. Only
+`import` and `merge` create a store; the others refuse a directory that holds none.
+An entry that does not decode is never skipped silently: `ls` lists it as corrupt,
+`show` says so, and `export` and `merge` copy the others, say how many they skipped
+and exit 1 (as `verify` does when it finds a bad entry).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Iterator
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -22,29 +29,90 @@ from provider_cache.storage.store import Store, StoreError
 from provider_cache.storage.usage import LastHit, Usage
 
 MIN_PREFIX = 6
+#: What import and merge say they did not do.
+PAST = {"import": "imported", "merge": "merged"}
+#: LMDB's limit on a key (its compiled-in MDB_MAXKEYSIZE); an empty key is refused too.
+MAX_KEY_BYTES = 511
 
 
-def open_store(cache_dir: Path, *, readonly: bool) -> Store:
-    if readonly and not (cache_dir / cachedir.DATA_FILE).exists():
+def require_store(cache_dir: Path) -> None:
+    if not (cache_dir / cachedir.DATA_FILE).exists():
         raise Fail(f"no recordings store in {cache_dir}")
+
+
+def open_store(cache_dir: Path, *, readonly: bool, create: bool = False) -> Store:
+    """The store of `cache_dir`; only with `create` (import, merge) may it be a new one, so
+    that a mistyped --cache-dir never leaves an empty store behind."""
+    if not create:
+        require_store(cache_dir)
     try:
         return Store(cache_dir, readonly=readonly)
     except StoreError as e:
         raise Fail(str(e)) from None
 
 
-def entries(store: Store) -> Iterator[Entry]:
-    return records.unpack_valid(store.items())
+def shown_key(raw: bytes) -> str:
+    """A stored key as text: ours are hex, a foreign one may be any bytes."""
+    return raw.decode("utf-8", "backslashreplace")
 
 
-def find_key(store: Store, prefix: str) -> str:
+@dataclass(frozen=True)
+class Stored:
+    """One stored value: its entry, or why it is corrupt."""
+
+    raw_key: bytes
+    entry: Entry | None
+    problem: str = ""
+
+    @property
+    def key(self) -> str:
+        return shown_key(self.raw_key)
+
+
+def decode(raw_key: bytes, value: bytes) -> Stored:
+    try:
+        entry = records.unpack(value)
+    except records.CorruptEntry as e:
+        return Stored(raw_key, None, str(e))
+    if entry.key.encode("utf-8", "surrogatepass") != raw_key:
+        return Stored(raw_key, None, f"holds the entry of another key {entry.key}")
+    return Stored(raw_key, entry)
+
+
+def scan(store: Store) -> list[Stored]:
+    return [decode(k, v) for k, v in store.items()]
+
+
+def entries(rows: list[Stored]) -> list[Entry]:
+    return [row.entry for row in rows if row.entry is not None]
+
+
+def skipped_corrupt(action: str, rows: list[Stored], where: Path) -> int:
+    """Copying actions copy what decodes; a skipped entry is said on stderr and exits 1."""
+    skipped = len(rows) - len(entries(rows))
+    if not skipped:
+        return OK
+    noun = "entry" if skipped == 1 else "entries"
+    print(
+        f"{action}: skipped {skipped} corrupt {noun} of {len(rows)} in {where}"
+        " (`recordings verify` names them)",
+        file=sys.stderr,
+    )
+    return BELOW_THRESHOLD
+
+
+def find_key(store: Store, prefix: str) -> bytes:
+    """The one stored key starting with `prefix`, compared as bytes (argv bytes that are not
+    UTF-8 arrive as surrogates and are given back as the bytes they were)."""
     if len(prefix) < MIN_PREFIX:
         raise Fail(f"key prefix {prefix!r} is too short: give at least {MIN_PREFIX} characters")
-    found = [k.decode() for k, _ in store.items() if k.decode().startswith(prefix)]
+    wanted = os.fsencode(prefix)
+    found = [k for k, _ in store.items() if k.startswith(wanted)]
     if not found:
         raise Fail(f"no entry with key {prefix}")
     if len(found) > 1:
-        raise Fail(f"key prefix {prefix} is ambiguous: {', '.join(k[:16] for k in found)}")
+        keys = ", ".join(shown_key(k)[:16] for k in found)
+        raise Fail(f"key prefix {prefix} is ambiguous: {keys}")
     return found[0]
 
 
@@ -71,8 +139,16 @@ def do_ls(args: argparse.Namespace, cache_dir: Path) -> int:
     usage = Usage.open_if_present(cache_dir)
     hits = usage.all_hits() if usage else {}
     with open_store(cache_dir, readonly=True) as store:
-        rows = [e for e in entries(store) if _matches(e, args.host, args.path)]
-    for e in rows:
+        # A filter cannot rule a corrupt entry out (nothing of it is known): always listed.
+        rows = [r for r in scan(store) if not r.entry or _matches(r.entry, args.host, args.path)]
+    for row in rows:
+        if row.entry is None:
+            if args.json:
+                print(json.dumps({"key": row.key, "corrupt": row.problem}))
+            else:
+                print(f"{row.key[:12]}  corrupt: {row.problem}")
+            continue
+        e = row.entry
         hit = hits.get(e.key)
         if args.json:
             print(json.dumps(_summary(e, hit)))
@@ -84,7 +160,8 @@ def do_ls(args: argparse.Namespace, cache_dir: Path) -> int:
             f"recorded {when(e.recorded_at)}  last hit {last}  {e.request.method} {e.request.url}"
         )
     if not args.json:
-        print(f"{len(rows)} entries")
+        corrupt = len(rows) - len(entries(rows))
+        print(f"{len(rows)} entries" + (f", {corrupt} corrupt" if corrupt else ""))
     return OK
 
 
@@ -113,10 +190,16 @@ def _summary(entry: Entry, hit: LastHit | None) -> dict:
 def do_show(args: argparse.Namespace, cache_dir: Path) -> int:
     with open_store(cache_dir, readonly=True) as store:
         key = find_key(store, args.key)
-        data = store.get(key.encode())
+        data = store.get(key)
         if data is None:  # removed by another process since find_key saw it
             raise Fail(f"no entry with key {args.key}")
-        entry = records.unpack(data)
+    stored = decode(key, data)
+    if stored.entry is None:
+        raise Fail(
+            f"entry {stored.key} is corrupt ({stored.problem}): `recordings verify` lists every"
+            f" bad entry, `recordings rm {stored.key[:12]}` removes this one"
+        )
+    entry = stored.entry
     req, resp = entry.request, entry.response
     print(f"key       {entry.key}")
     print(f"recorded  {when(entry.recorded_at)} UTC (run {entry.meta.get('recorded_run', '?')})")
@@ -171,35 +254,45 @@ def do_verify(args: argparse.Namespace, cache_dir: Path) -> int:
 
 
 def do_export(args: argparse.Namespace, cache_dir: Path) -> int:
+    """Every entry that decodes; a valid document even when some do not (those are counted
+    on stderr, and the exit is 1: the export is not the whole store)."""
+    output = Path(args.output) if args.output else None
+    if args.format == "mitm" and output is None:
+        raise Fail("--format mitm needs -o FILE")
+    if output is not None and not output.parent.is_dir():  # a typo is not a directory to create
+        raise Fail(f"cannot write {output}: No such file or directory")
     with open_store(cache_dir, readonly=True) as store:
-        all_entries = list(entries(store))
-    if args.format == "mitm":
-        if not args.output:
-            raise Fail("--format mitm needs -o FILE")
+        rows = scan(store)
+    good = entries(rows)
+    if output is None:
+        print(textform.dumps(good), end="")
+    elif args.format == "mitm":
         from provider_cache.mitm.flowfile import write_flows  # needs mitmproxy: imported only here
 
-        count = write_flows(all_entries, Path(args.output))
-        print(
-            f"exported {count} entries to {args.output} (open with: mitmweb --rfile {args.output})"
-        )
-        return OK
-    text = textform.dumps(all_entries)
-    if args.output:
-        write_atomically_bytes(Path(args.output), text.encode())
-        print(f"exported {len(all_entries)} entries to {args.output}")
+        count = _writing(output, lambda: write_flows(good, output))
+        print(f"exported {count} entries to {output} (open with: mitmweb --rfile {output})")
     else:
-        print(text, end="")
-    return OK
+        _writing(output, lambda: write_atomically_bytes(output, textform.dumps(good).encode()))
+        print(f"exported {len(good)} entries to {output}")
+    return skipped_corrupt("export", rows, cache_dir)
+
+
+def _writing[T](path: Path, write: Callable[[], T]) -> T:
+    try:
+        return write()
+    except OSError as e:
+        raise Fail(f"cannot write {path}: {e.strerror or e}") from None
 
 
 def do_misses(args: argparse.Namespace, cache_dir: Path) -> int:
     from provider_cache.cli.gate import load_file
 
     stats = load_file(Path(args.stats_file) if args.stats_file else cache_dir / cachedir.STATS_FILE)
-    if not stats["missed"]:
+    missed = stats.get("missed") or []  # validated: a list of missed requests, if present
+    if not missed:
         print("no missed requests")
         return OK
-    for m in stats["missed"]:
+    for m in missed:
         print(f"{m['count']}x {m['method']} {m['url']}  key {m['key']}")
         for line in report.explain(m):
             print(f"    {line}")
@@ -213,10 +306,11 @@ def do_rm(args: argparse.Namespace, cache_dir: Path) -> int:
     with open_store(cache_dir, readonly=False) as store:
         keys = [find_key(store, prefix) for prefix in args.keys]
         for key in keys:
-            store.delete(key.encode())
-    _forget_usage(cache_dir, keys)
-    for key in keys:
-        print(f"removed {key}")
+            store.delete(key)
+    shown = [shown_key(k) for k in keys]
+    _forget_usage(cache_dir, shown)
+    for name in shown:
+        print(f"removed {name}")
     return OK
 
 
@@ -234,6 +328,7 @@ def _forget_usage(cache_dir: Path, keys: list[str]) -> None:
 def do_prune(args: argparse.Namespace, cache_dir: Path) -> int:
     if args.unused_runs < 1:
         raise Fail("--unused-runs must be at least 1")
+    require_store(cache_dir)
     usage = Usage.open_if_present(cache_dir)
     if usage is None or usage.current_run() == 0:
         print("no runs recorded yet: nothing is known to be unused")
@@ -242,7 +337,8 @@ def do_prune(args: argparse.Namespace, cache_dir: Path) -> int:
     usage.close()
     cutoff = current - args.unused_runs
     with open_store(cache_dir, readonly=args.dry_run) as store:
-        stale = [e for e in entries(store) if last_used(e, hits.get(e.key)) <= cutoff]
+        # A corrupt entry is not known to be unused: prune never removes one.
+        stale = [e for e in entries(scan(store)) if last_used(e, hits.get(e.key)) <= cutoff]
         verb = "would remove" if args.dry_run else "removed"
         for e in stale:
             if not args.dry_run:
@@ -276,31 +372,65 @@ def do_import(args: argparse.Namespace, cache_dir: Path) -> int:
             incoming = flowimport.entries_from_flow_file(path)
         except flowimport.BadFlowFile as e:
             raise Fail(str(e)) from None
-    return _merge_in(cache_dir, incoming, dry_run=False, source=str(path))
+    return _merge_in(cache_dir, incoming, dry_run=False, source=str(path), action="import")
 
 
 def do_merge(args: argparse.Namespace, cache_dir: Path) -> int:
     other = Path(args.other)
     with open_store(other, readonly=True) as store:
-        incoming = list(entries(store))
-    return _merge_in(cache_dir, incoming, dry_run=args.dry_run, source=str(other))
+        rows = scan(store)
+    code = _merge_in(
+        cache_dir, entries(rows), dry_run=args.dry_run, source=str(other), action="merge"
+    )
+    return code if code != OK else skipped_corrupt("merge", rows, other)
 
 
-def _merge_in(cache_dir: Path, incoming: list[Entry], *, dry_run: bool, source: str) -> int:
-    """Same key in both: keep the newer recording; report where the answers differ."""
+def _key_bytes(entry: Entry, source: str, action: str) -> bytes:
+    """The key as LMDB stores it; one LMDB refuses stops the whole import before any write."""
+    try:
+        raw = entry.key.encode()
+    except UnicodeEncodeError:
+        raise Fail(
+            f"{source}: entry key {entry.key!r} is not text: nothing {PAST[action]}"
+        ) from None
+    if not 0 < len(raw) <= MAX_KEY_BYTES:
+        shown = entry.key if len(entry.key) <= 16 else entry.key[:16] + "…"
+        raise Fail(
+            f"{source}: entry key {shown!r} is {len(raw)} bytes, and LMDB keys are"
+            f" 1 to {MAX_KEY_BYTES} bytes: nothing {PAST[action]}"
+        )
+    return raw
+
+
+def _merge_in(
+    cache_dir: Path, incoming: list[Entry], *, dry_run: bool, source: str, action: str
+) -> int:
+    """Same key in both: keep the newer recording; report where the answers differ.
+
+    All or nothing: a key LMDB cannot hold, or a corrupt entry of ours under an incoming key
+    (perhaps written by a newer version: it is not ours to overwrite), stops it before any write.
+    """
+    keyed = [(_key_bytes(entry, source, action), entry) for entry in incoming]
     added = updated = kept = same = 0
     writes = []
-    with open_store(cache_dir, readonly=False) as store:
-        for entry in incoming:
+    with open_store(cache_dir, readonly=False, create=True) as store:
+        for raw_key, entry in keyed:
             packed = records.pack(entry)
-            current = store.get(entry.key.encode())
+            current = store.get(raw_key)
             if current is None:
                 added += 1
             elif current == packed:
                 same += 1
                 continue
             else:
-                ours = records.unpack(current)
+                stored = decode(raw_key, current)
+                if stored.entry is None:
+                    raise Fail(
+                        f"{action}: our entry {entry.key} is corrupt ({stored.problem}): nothing"
+                        f" {PAST[action]}; remove it (`recordings rm {entry.key[:12]}`) and"
+                        f" {action} again"
+                    )
+                ours = stored.entry
                 newer = entry.recorded_at > ours.recorded_at
                 if ours.response != entry.response:
                     winner = "theirs" if newer else "ours"
@@ -310,7 +440,7 @@ def _merge_in(cache_dir: Path, incoming: list[Entry], *, dry_run: bool, source: 
                     kept += 1
                     continue
                 updated += 1
-            writes.append((entry.key.encode(), packed))
+            writes.append((raw_key, packed))
         if not dry_run:
             store.put_many(writes)
     prefix = "would merge" if dry_run else "merged"
@@ -333,4 +463,13 @@ ACTIONS = {
 
 
 def main(args: argparse.Namespace) -> int:
-    return ACTIONS[args.action](args, Path(args.cache_dir))
+    # Recorded URLs may hold undecodable bytes (as lone surrogates): shown escaped, whatever
+    # the locale, rather than failing the print.
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if reconfigure is not None:
+        reconfigure(errors="backslashreplace")
+    cache_dir = Path(args.cache_dir)
+    try:
+        return ACTIONS[args.action](args, cache_dir)
+    except StoreError as e:  # the store turns every LMDB error into one
+        raise Fail(str(e)) from None

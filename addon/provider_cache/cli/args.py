@@ -8,6 +8,7 @@ and returns the code, never a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -109,8 +110,27 @@ def _terminate(signum: int, frame: object) -> None:
     raise Terminated
 
 
+#: A reader that stopped reading (`… | head`): the status of a process killed by SIGPIPE.
+BROKEN_PIPE = 128 + signal.SIGPIPE
+
+
 def run(main: Callable[[argparse.Namespace], int], parser: Parser, argv: list[str] | None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
+    try:
+        code = _run(main, parser, argv)
+        if sys.stdout is not None:  # None when started with stdout closed
+            sys.stdout.flush()  # here, not at exit: a closed pipe is then still ours to handle
+        return code
+    except BrokenPipeError:
+        # As the Python docs advise: point stdout at devnull, so that the flush at exit
+        # does not fail again ("Exception ignored … BrokenPipeError").
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return BROKEN_PIPE
+
+
+def _run(main: Callable[[argparse.Namespace], int], parser: Parser, argv: list[str] | None) -> int:
     try:
         return main(parser.parse_args(argv))
     except Fail as e:

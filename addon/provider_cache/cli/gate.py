@@ -28,6 +28,8 @@ def load_file(path: Path) -> dict:
         return report.validate(json.loads(text), str(path))
     except json.JSONDecodeError as e:
         raise Fail(f"{path}: not valid JSON (line {e.lineno}, column {e.colno})") from None
+    except RecursionError:
+        raise Fail(f"{path}: not valid JSON (nested too deeply)") from None
     except report.BadStats as e:
         raise Fail(str(e)) from None
 
@@ -43,6 +45,8 @@ def load_url(url: str) -> dict:
     try:
         with opener.open(target, timeout=10) as response:
             return report.validate(json.loads(response.read()), url)
+    except RecursionError:
+        raise Fail(f"cannot read stats from {url}: JSON nested too deeply") from None
     except (urllib.error.URLError, OSError, ValueError) as e:
         reason = getattr(e, "reason", None) or e
         raise Fail(f"cannot read stats from {url}: {reason}") from None

@@ -5,6 +5,7 @@ Used by cache_run.py and cache_rebuild.py, and by the end-to-end tests.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import socket
@@ -62,6 +63,17 @@ def client_env(url: str, ca_cert: Path) -> dict[str, str]:
     return env
 
 
+#: Linux's prctl(2) option that signals a child when its parent dies.
+_PR_SET_PDEATHSIG = 1
+
+
+def _stop_with_parent() -> None:
+    """In the child, before exec: SIGTERM (mitmdump then flushes its stats) when the command
+    that started it dies, even of `kill -9`, so no proxy outlives a cancelled CI job."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -117,6 +129,7 @@ class ManagedProxy:
                 stdout=subprocess.DEVNULL if log is None else log,
                 stderr=subprocess.STDOUT,
                 env=env,
+                preexec_fn=_stop_with_parent,
             )
         finally:
             if log is not None:

@@ -7,12 +7,16 @@ exponential, fully jittered delay (never shorter than a provider's retry-after)
 and the state is saved in the cache directory, so CI jobs started inside the
 window report when the next rebuild is allowed instead of rebuilding again.
 `--full` records into a fresh store and swaps it in only once it verifies.
+
+One rebuild of a store at a time: a second one started meanwhile (another CI job on the
+same machine) says so in one line and exits 1 instead of recording beside the first.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import errno
+import fcntl
 import os
 import random
 import shutil
@@ -22,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from provider_cache.cli import backoff
-from provider_cache.cli.args import BELOW_THRESHOLD, OK, command_of
+from provider_cache.cli import backoff, gate
+from provider_cache.cli.args import BAD_INPUT, BELOW_THRESHOLD, OK, Fail, command_of
 from provider_cache.cli.proxyctl import ManagedProxy
 from provider_cache.cli.runner import run_behind
 from provider_cache.core import report
@@ -50,17 +54,39 @@ class SystemClock:
 class Run:
     status: int
     stats: dict | None
+    #: The providers' retry-after seen by the record run before this one, if it was limited.
+    limited_for: float | None = None
+
+    @property
+    def lookups(self) -> int:
+        return self.stats["hits"] + self.stats["misses"] if self.stats else 0
 
     @property
     def hit_rate(self) -> float | None:
-        return self.stats["hit_rate"] if self.stats else None
+        return self.stats["hits"] / self.lookups if self.stats and self.lookups else None
 
     def meets(self, threshold: float) -> bool:
-        """A run with no provider lookups has nothing to be stale."""
-        return self.stats is not None and (self.hit_rate is None or self.hit_rate >= threshold)
+        """With lookups, the hit rate decides. A run without any has nothing to be stale,
+        but only if its command succeeded: one that failed before it sent a request (a
+        broken command, `false`) says nothing about the recordings."""
+        if self.stats is None:
+            return False
+        if self.hit_rate is None:
+            return self.status == OK
+        return self.hit_rate >= threshold
+
+    @property
+    def outcome(self) -> str:
+        if self.stats is None:
+            return "no stats"
+        if self.hit_rate is None:
+            return "no provider lookups"
+        return f"hit rate {report.percent(self.hit_rate)}"
 
     @property
     def retry_after(self) -> float | None:
+        if self.limited_for is not None:
+            return self.limited_for
         return self.stats.get("retry_after") if self.stats else None
 
 
@@ -103,10 +129,15 @@ class Rebuild:
         )
         self.say(f"{label}: {mode} run of: {' '.join(self.command)}")
         status = run_behind(proxy, self.command)
-        stats = json.loads(stats_file.read_text()) if stats_file.exists() else None
-        rate = report.percent(stats["hit_rate"]) if stats else "unknown"
-        self.say(f"{label}: command exited {status}; hit rate {rate}")
-        return Run(status, stats)
+        stats = None
+        if stats_file.exists():
+            try:
+                stats = gate.load_file(stats_file)
+            except Fail as e:
+                self.say(f"{label}: {e}")
+        run = Run(status, stats)
+        self.say(f"{label}: command exited {status}; {run.outcome}")
+        return run
 
     def attempt(self, number: int) -> Run:
         """Record (into a fresh store with --full), then verify in replay mode."""
@@ -118,7 +149,9 @@ class Rebuild:
                 f"providers rate-limited {recorded.stats['rate_limited']} requests"
                 f" (retry-after {recorded.retry_after or 'not given'})"
             )
-            verified.stats = {**(verified.stats or {}), "retry_after": recorded.retry_after}
+            # Kept beside the stats: a verify run that left none must not pass for one with
+            # no lookups.
+            verified.limited_for = recorded.retry_after
         if self.args.full:
             self.finish_full(target, verified.meets(self.args.min_hit_rate))
         return verified
@@ -141,6 +174,10 @@ class Rebuild:
     # -- the loop ----------------------------------------------------------------------------
 
     def __call__(self) -> int:
+        with StoreLock(self.cache_dir):
+            return self.loop()
+
+    def loop(self) -> int:
         state, warning = backoff.load(self.state_path)
         if warning:
             self.say(warning)
@@ -183,14 +220,17 @@ class Rebuild:
         }
 
     def succeed(self, state: backoff.State, run: Run, message: str) -> int:
-        hit_rate = 1.0 if run.hit_rate is None else run.hit_rate
+        hit_rate = 1.0 if run.hit_rate is None else run.hit_rate  # nothing was stale
         state.failures, state.next_allowed_at = 0, None
         state.last_verified_at, state.last_hit_rate = self.clock.now(), hit_rate
         state.command = self.command
         backoff.save(self.state_path, state)
         if self._workdir:
             shutil.rmtree(self._workdir, ignore_errors=True)
-        self.say(f"{message}: hit rate {report.percent(hit_rate)}")
+        if run.hit_rate is None:
+            self.say(f"{message}: no provider lookups, and the command succeeded")
+        else:
+            self.say(f"{message}: hit rate {report.percent(hit_rate)}")
         return OK
 
     def fail(self, state: backoff.State, run: Run) -> float:
@@ -199,11 +239,14 @@ class Rebuild:
         state.next_allowed_at = self.clock.now() + delay
         state.command = self.command
         backoff.save(self.state_path, state)
-        rate = report.percent(run.hit_rate) if run.stats else "unknown (no stats)"
-        self.say(
-            f"attempt failed: hit rate {rate} is below {report.percent(self.args.min_hit_rate)}"
-            f" ({state.failures} consecutive failure(s))"
-        )
+        if run.stats is None:
+            why = "the run left no stats (see its log)"
+        elif run.hit_rate is None:
+            why = f"the command exited {run.status} before any provider lookup"
+        else:
+            threshold = report.percent(self.args.min_hit_rate)
+            why = f"hit rate {report.percent(run.hit_rate)} is below {threshold}"
+        self.say(f"attempt failed: {why} ({state.failures} consecutive failure(s))")
         return delay
 
     def wait(self, delay: float, next_attempt: int) -> None:
@@ -225,6 +268,60 @@ class Rebuild:
             f" at {stamp(allowed_at)}. Run logs and stats: {self.workdir}"
         )
         return BELOW_THRESHOLD
+
+
+class StoreLock:
+    """An exclusive, non-blocking flock on `.<name>.rebuild.lock` beside the cache directory
+    (where --full builds its fresh store), held for the whole rebuild.
+
+    Not waiting: a rebuild runs the suite at least twice and may back off for minutes, so a
+    second one would mostly time out, or else rebuild again what the first just verified.
+    The file is removed on release, so nothing is left beside the store; a process that
+    opened it just before the removal finds it replaced after locking, and tries again.
+    """
+
+    def __init__(self, cache_dir: Path):
+        self.cache_dir = cache_dir
+        self.path = cache_dir.parent / f".{cache_dir.name}.rebuild.lock"
+        self.fd: int | None = None
+
+    def __enter__(self) -> StoreLock:
+        while self.fd is None:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as e:
+                raise Fail(f"cannot lock {self.path}: {e.strerror or e}", BAD_INPUT) from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                holder = os.read(fd, 32).decode(errors="replace").strip()
+                os.close(fd)
+                if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    raise Fail(f"cannot lock {self.path}: {e.strerror}", BAD_INPUT) from None
+                pid = f" (pid {holder})" if holder.isdigit() else ""
+                raise Fail(
+                    f"another rebuild of {self.cache_dir} is running{pid}: not starting a second"
+                    " one; run it again when that one has finished",
+                    BELOW_THRESHOLD,
+                ) from None
+            try:
+                current = os.stat(self.path)
+            except FileNotFoundError:
+                current = None
+            if current is not None and os.path.samestat(os.fstat(fd), current):
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()}\n".encode())
+                self.fd = fd
+            else:  # released and removed by its holder meanwhile: lock the new one
+                os.close(fd)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd is not None:
+            self.path.unlink(missing_ok=True)  # while still held: no one locks a stale file
+            os.close(self.fd)
+            self.fd = None
 
 
 def last_rebuild(state: backoff.State) -> str:

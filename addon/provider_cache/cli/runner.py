@@ -20,11 +20,14 @@ def proxy_for(args: argparse.Namespace, mode: str, cache_dir: Path | None = None
     options = list(args.options)
     if args.stats_file:
         options.append(f"cache_stats_file={Path(args.stats_file).resolve()}")
-    log = (
-        Path(args.proxy_log)
-        if args.proxy_log
-        else Path(tempfile.mkstemp(prefix="provider-cache-", suffix=".log")[1])
-    )
+    if args.proxy_log:
+        log = Path(args.proxy_log)
+        try:  # before anything starts: the proxy appends to it
+            log.open("ab").close()
+        except OSError as e:
+            raise Fail(f"cannot write the proxy log {log}: {e.strerror or e}") from None
+    else:
+        log = Path(tempfile.mkstemp(prefix="provider-cache-", suffix=".log")[1])
     return ManagedProxy(
         cache_dir=(cache_dir or Path(args.cache_dir)).resolve(),
         mode=mode,
@@ -49,6 +52,9 @@ def run_behind(proxy: ManagedProxy, command: list[str]) -> int:
         proxy.start()
     except ProxyError as e:
         raise Fail(f"cannot start the proxy: {e} (log: {proxy.log_path})") from None
+    except OSError as e:  # its log or its program, gone since the checks
+        proxy.stop()
+        raise Fail(f"cannot start the proxy: {e.strerror or e}: {e.filename}") from None
     try:
         child = subprocess.Popen(command, env=os.environ | proxy.client_env())
     except FileNotFoundError:

@@ -43,34 +43,52 @@ def is_json_type(content_type: str) -> bool:
 # --- content codings -------------------------------------------------------------------------
 
 
-def _inflate(data: bytes, wbits: int) -> bytes | None:
+#: The most a body may decode to when no other limit is given (the key of a request):
+#: a compression bomb of a few hundred KB must not become a gigabyte in memory.
+DECODE_LIMIT = 64 << 20
+
+
+class TooLarge(ValueError):
+    """A body that decodes to more than the limit; decoding stopped there."""
+
+
+def _check(out: bytes, limit: int) -> bytes:
+    if len(out) > limit:
+        raise TooLarge(f"decodes to more than {limit} bytes")
+    return out
+
+
+def _inflate(data: bytes, wbits: int, limit: int) -> bytes | None:
     """One complete zlib/gzip/raw-deflate stream, or None if it is cut off or followed by more.
 
     The one-shot decoders accept a truncated stream or trailing bytes, which would let a
     damaged body key like the intact one.
     """
     stream = zlib.decompressobj(wbits)
-    out = stream.decompress(data)
+    out = _check(stream.decompress(data, limit + 1), limit)
     return out if stream.eof and not stream.unused_data else None
 
 
-def _gunzip(data: bytes) -> bytes | None:
+def _gunzip(data: bytes, limit: int) -> bytes | None:
     """A gzip body: one or more complete members (RFC 1952), each checked by its CRC."""
-    out = []
+    out: list[bytes] = []
+    size = 0
     while data:
         stream = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        out.append(stream.decompress(data))
+        member = _check(stream.decompress(data, limit - size + 1), limit - size)
         if not stream.eof:
             return None
+        out.append(member)
+        size += len(member)
         data = stream.unused_data
     return b"".join(out)
 
 
-def _deflate(data: bytes) -> bytes | None:
+def _deflate(data: bytes, limit: int) -> bytes | None:
     """A deflate body: zlib-wrapped as RFC 9110 says, or raw as some clients send it."""
     for wbits in (zlib.MAX_WBITS, -zlib.MAX_WBITS):
         try:
-            out = _inflate(data, wbits)
+            out = _inflate(data, wbits, limit)
         except zlib.error:
             continue
         if out is not None:
@@ -78,25 +96,37 @@ def _deflate(data: bytes) -> bytes | None:
     return None
 
 
-def _unbrotli(data: bytes) -> bytes | None:
+def _unbrotli(data: bytes, limit: int) -> bytes | None:
+    decoder = brotli.Decompressor()
     try:
-        return brotli.decompress(data)
+        out = _check(decoder.process(data, output_buffer_limit=limit + 1), limit)
     except brotli.error:
         return None
+    return out if decoder.is_finished() else None
 
 
-def _unzstd(data: bytes) -> bytes | None:
+def _unzstd(data: bytes, limit: int) -> bytes | None:
     """One or more complete zstd frames; a cut or damaged frame is None."""
+    out: list[bytes] = []
+    size = 0
     try:
-        return zstd.decompress(data)
+        while data:
+            decoder = zstd.ZstdDecompressor()
+            frame = _check(decoder.decompress(data, limit - size + 1), limit - size)
+            if not decoder.eof:
+                return None
+            out.append(frame)
+            size += len(frame)
+            data = decoder.unused_data
     except zstd.ZstdError:
         return None
+    return b"".join(out)
 
 
 #: The HTTP content codings understood (RFC 9110 §8.4.1; x-gzip is gzip's registered alias).
 #: A Python codec name such as rot13 or utf-8 is not one and must not reach `codecs`.
-_DECODERS: dict[str, Callable[[bytes], bytes | None]] = {
-    "identity": lambda data: data,
+_DECODERS: dict[str, Callable[[bytes, int], bytes | None]] = {
+    "identity": lambda data, limit: _check(data, limit),
     "gzip": _gunzip,
     "x-gzip": _gunzip,
     "deflate": _deflate,
@@ -105,8 +135,12 @@ _DECODERS: dict[str, Callable[[bytes], bytes | None]] = {
 }
 
 
-def decode_content(body: bytes, content_encoding: str) -> bytes | None:
-    """Undo a Content-Encoding (a list is undone last coding first); None if it cannot be."""
+def decode_content(body: bytes, content_encoding: str, limit: int = DECODE_LIMIT) -> bytes | None:
+    """Undo a Content-Encoding (a list is undone last coding first); None if it cannot be.
+
+    Raises TooLarge when the decoded body would exceed `limit` bytes: the decoders stop
+    there instead of inflating a compression bomb.
+    """
     decoders = []
     for coding in reversed(content_encoding.split(",")):
         coding = coding.strip().lower()
@@ -119,7 +153,7 @@ def decode_content(body: bytes, content_encoding: str) -> bytes | None:
         if not body:  # as mitmproxy: an empty body is empty in every coding
             return body
         try:
-            decoded = decoder(body)
+            decoded = decoder(body, limit)
         except zlib.error:
             return None
         if decoded is None:
@@ -128,14 +162,20 @@ def decode_content(body: bytes, content_encoding: str) -> bytes | None:
     return body
 
 
-def canonical_body(body: bytes, headers: dict[str, str]) -> tuple[bytes, str]:
-    """The body as keyed, and what kind of canonical form it got."""
-    decoded = decode_content(body, headers.get("content-encoding", ""))
+def canonical_body(
+    body: bytes, headers: dict[str, str], decoder: json.JSONDecoder | None = None
+) -> tuple[bytes, str]:
+    """The body as keyed, and what kind of canonical form it got (a body that would decode
+    past DECODE_LIMIT is keyed by its encoded bytes; `decoder`: canonical_json's)."""
+    try:
+        decoded = decode_content(body, headers.get("content-encoding", ""))
+    except TooLarge:
+        decoded = None
     if decoded is None:
         return body, "raw-encoded"
     content_type = headers.get("content-type", "")
     if is_json_type(content_type):
-        canonical = canonical_json(decoded)
+        canonical = canonical_json(decoded, decoder)
         if canonical is not None:
             return canonical, "json"
     elif content_type.lower().startswith("multipart/"):
@@ -174,6 +214,41 @@ _DECODER = json.JSONDecoder(
     parse_int=_Number,
     parse_constant=_Number,
 )
+#: Distinct field names json_decoder remembers as no secret (they come off the wire).
+KNOWN_FIELDS = 4096
+
+
+def json_decoder(is_secret: Callable[[str], bool], marker: str) -> json.JSONDecoder:
+    """A decoder for canonical_json that puts `marker` in place of the string value of every
+    field whose name is_secret, at any depth, so that such a value counts by its presence.
+
+    The names of an object are first looked up together in the set of names known to be no
+    secret (one C-level pass): the usual object costs no call of `is_secret` at all.
+    """
+    plain: set[str] = set()
+
+    def redacted(pairs: list[tuple[str, object]]) -> _Object:
+        if not plain.issuperset(map(_first, pairs)):
+            kept = []
+            for name, value in pairs:
+                if name not in plain:
+                    if not is_secret(name):
+                        if len(plain) < KNOWN_FIELDS:
+                            plain.add(name)
+                    elif type(value) is str:  # not a _Number, an object or a list
+                        value = marker
+                kept.append((name, value))
+            pairs = kept
+        return _Object(sorted(pairs, key=_first))
+
+    return json.JSONDecoder(
+        object_pairs_hook=redacted,
+        parse_float=_Number,
+        parse_int=_Number,
+        parse_constant=_Number,
+    )
+
+
 #: What json.dumps(s, ensure_ascii=False) does for a string, without its per-call overhead.
 _encode_string: Callable[[str], str] = json.encoder.encode_basestring
 
@@ -183,8 +258,10 @@ def _quote(value: str) -> str:
     return f'"{value}"'
 
 
-def canonical_json(data: bytes) -> bytes | None:
+def canonical_json(data: bytes, decoder: json.JSONDecoder | None = None) -> bytes | None:
     """Sorted keys, no insignificant white space, numbers exactly as written; None if not JSON.
+
+    `decoder`: one from json_decoder, to key secret fields by their presence.
 
     Also None when nested deeper than MAX_JSON_DEPTH: either the parser's RecursionError
     (which depends on the caller's stack) or, for every body it does parse, _dump says so.
@@ -197,7 +274,7 @@ def canonical_json(data: bytes) -> bytes | None:
     try:
         text = data.decode(json.detect_encoding(data), "surrogatepass")  # as json.loads does
         encode = _encode_string if "\\" in text else _quote
-        canonical = _dump(_DECODER.decode(text), encode)
+        canonical = _dump((decoder or _DECODER).decode(text), encode)
         return None if canonical is None else canonical.encode()
     except (ValueError, RecursionError):
         return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from provider_cache.core.globs import NameMatcher
+from provider_cache.core.names import ENDPOINT_HOST
 
 #: Hosts whose traffic is cached unless `cache_hosts` says otherwise.
 BUILTIN_HOSTS: tuple[str, ...] = (
@@ -51,7 +52,11 @@ def expand(patterns: list[str] | tuple[str, ...]) -> tuple[str, ...]:
 
 
 class HostMatcher(NameMatcher):
-    """Host names: case and a trailing dot do not matter."""
+    """Host names: case and a trailing dot do not matter. The endpoint's reserved host is
+    never a provider, whatever glob would match it (`*`, `*.internal`)."""
 
     def __call__(self, host: str) -> bool:
         return super().__call__(host.lower().rstrip("."))
+
+    def _matches(self, name: str) -> bool:
+        return name != ENDPOINT_HOST and super()._matches(name)

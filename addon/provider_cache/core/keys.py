@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
@@ -47,6 +49,31 @@ IGNORED_HEADERS: tuple[str, ...] = (
     "upgrade",
     "expect",
     "x-provider-cache",
+    # Set by the provider's own answers (Cloudflare's __cf_bm): a client that keeps cookies
+    # sends one from its second request on, and a replay, which never sets one, does not.
+    # Still a secret: redacted wherever it is written down.
+    "cookie",
+)
+
+#: Words that make a name a secret's (issue 12): any header naming one is keyed (and stored)
+#: by presence only, gateways' and custom ones included (cf-aig-authorization,
+#: x-portkey-api-key, helicone-auth).
+SECRET_WORDS: tuple[str, ...] = (
+    "*authorization*",
+    "auth",
+    "*-auth",
+    "auth-*",
+    "*-auth-*",
+    "*api-key*",
+    "*apikey*",
+    "*-key",
+    "*_key",
+    "*-key-*",
+    "*token*",
+    "*secret*",
+    "*password*",
+    "*passwd*",
+    "*signature*",
 )
 
 #: Request headers whose values are secrets: keyed (and stored) by presence only.
@@ -61,9 +88,27 @@ SECRET_HEADERS: tuple[str, ...] = (
     "x-auth-token",
     "x-subscription-token",
     "ocp-apim-subscription-key",
+    *SECRET_WORDS,
 )
 
-#: Query parameters whose values are secrets.
+#: Ordinary headers the words would take for secrets; a name listed exactly is still one.
+NOT_SECRET_HEADERS: tuple[str, ...] = (
+    "idempotency-key",  # ignored anyway
+    "sec-websocket-key",  # a nonce of the WebSocket handshake
+    "cf-aig-cache-key",  # Cloudflare AI Gateway's own cache key
+    "*-tokens",  # counts, such as x-max-tokens
+)
+
+#: Account identifiers (request and response headers): redacted where stored and keyed by
+#: presence, unless cache_keep_account_headers.
+ACCOUNT_HEADERS: tuple[str, ...] = (
+    "openai-organization",
+    "openai-project",
+    "anthropic-organization-id",
+)
+
+#: Query parameters whose values are secrets (names compared in lower case): keys, tokens and
+#: signed URLs (AWS SigV4 and SigV2, Google Cloud Storage V4 and V2, Azure SAS `sig`).
 SECRET_QUERY_PARAMS: tuple[str, ...] = (
     "key",
     "api-key",
@@ -73,32 +118,154 @@ SECRET_QUERY_PARAMS: tuple[str, ...] = (
     "x-amz-security-token",
     "x-amz-signature",
     "x-amz-credential",
+    "x-goog-credential",
+    "awsaccesskeyid",
+    "googleaccessid",
+    "sig",
+    *SECRET_WORDS,
+    "*_auth",
+    "*_auth_*",
+    "auth_*",
+    "*api_key*",
 )
+
+#: Ordinary parameters the words would take for secrets: pagination and counts.
+NOT_SECRET_QUERY_PARAMS: tuple[str, ...] = (
+    "*page_token",
+    "*pagetoken",
+    "*page-token",
+    "*tokens",
+    "*cache_key",
+    "*cache-key",
+    "idempotency*",
+)
+
+#: JSON request body fields whose string values are secrets, at any depth: keyed by presence,
+#: scrubbed from what is stored. Matched against the name in snake case (apiKey, API-KEY and
+#: api_key alike). Narrower than the header words: a bare `key` is what key-value tools take,
+#: `signature` is Anthropic's thinking signature (Gemini's thoughtSignature), and `max_tokens`,
+#: `prompt_cache_key` are parameters.
+SECRET_JSON_FIELDS: tuple[str, ...] = (
+    "*authorization*",
+    "auth",
+    "*_auth",
+    "api_key",
+    "*_api_key",
+    "apikey",
+    "*_apikey",
+    "*access_key*",
+    "*private_key*",
+    "*subscription_key*",
+    "token",
+    "*_token",
+    "*secret*",
+    "*password*",
+    "*passwd*",
+)
+
+#: Fields the JSON rules would take for secrets: pagination, and tokenizer tokens.
+NOT_SECRET_JSON_FIELDS: tuple[str, ...] = (
+    "*page_token",
+    "max_*",
+    "bos_token",
+    "eos_token",
+    "pad_token",
+    "sep_token",
+    "unk_token",
+    "cls_token",
+    "mask_token",
+    "stop_token",
+)
+
+#: Distinct names whose answers are remembered (they come off the wire).
+KNOWN_NAMES = 1024
+
+
+class SecretNames:
+    """Names matching any pattern, except those matched by a glob only and listed in `unless`.
+
+    The exceptions stop the secret words from catching ordinary names; a name given exactly
+    (such as one from cache_redact_headers) is always a secret. Answers are remembered.
+    """
+
+    def __init__(self, patterns: tuple[str, ...], unless: tuple[str, ...] = ()):
+        self._patterns = NameMatcher(patterns)
+        self._unless = NameMatcher(unless)
+        self.matches: Callable[[str], bool] = functools.lru_cache(maxsize=KNOWN_NAMES)(
+            self._matches
+        )
+
+    def __call__(self, name: str) -> bool:
+        return self.matches(name)
+
+    def _matches(self, name: str) -> bool:
+        if name in self._patterns.exact:
+            return True
+        return self._patterns(name) and not self._unless(name)
+
+
+_WORD_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+
+
+def snake_case(name: str) -> str:
+    """apiKey, API-KEY, Api_Key → api_key: how JSON field names are matched."""
+    return _WORD_BOUNDARY.sub("_", name).lower().replace("-", "_")
 
 
 @dataclass(frozen=True)
 class KeyRules:
-    """Which header names (glob patterns, lower case) are ignored or secret."""
+    """Which names (glob patterns, lower case) are ignored, secret or account identifiers.
+
+    Header and query names are secrets by `secret`/`secret_query` (less the built-in
+    exceptions), JSON body fields by `secret_json`; `account` names are treated as secret
+    headers and redacted in stored responses too (empty: cache_keep_account_headers).
+    """
 
     ignored: tuple[str, ...] = IGNORED_HEADERS
     secret: tuple[str, ...] = SECRET_HEADERS
     secret_query: tuple[str, ...] = SECRET_QUERY_PARAMS
+    secret_json: tuple[str, ...] = SECRET_JSON_FIELDS
+    account: tuple[str, ...] = ACCOUNT_HEADERS
     _ignored: NameMatcher = field(init=False, repr=False, compare=False)
-    _secret: NameMatcher = field(init=False, repr=False, compare=False)
+    _secret: SecretNames = field(init=False, repr=False, compare=False)
+    _account: NameMatcher = field(init=False, repr=False, compare=False)
+    _secret_param: Callable[[str], bool] = field(init=False, repr=False, compare=False)
+    _secret_field: Callable[[str], bool] = field(init=False, repr=False, compare=False)
     _ignored_field: Callable[[bytes], bool] = field(init=False, repr=False, compare=False)
+    json_decoder: json.JSONDecoder = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_ignored", NameMatcher(self.ignored))
-        object.__setattr__(self, "_secret", NameMatcher(self.secret))
+        object.__setattr__(
+            self, "_secret", SecretNames(self.secret + self.account, NOT_SECRET_HEADERS)
+        )
+        object.__setattr__(self, "_account", NameMatcher(self.account))
         # Raw names come off the wire: remember a bounded number of answers.
-        ignored = functools.lru_cache(maxsize=1024)(lambda raw: self.is_ignored(_text(raw).lower()))
+        query = SecretNames(self.secret_query, NOT_SECRET_QUERY_PARAMS)
+        secret_param = functools.lru_cache(maxsize=KNOWN_NAMES)(lambda raw: query(raw.lower()))
+        object.__setattr__(self, "_secret_param", secret_param)
+        fields = SecretNames(self.secret_json, NOT_SECRET_JSON_FIELDS)
+        secret_field = functools.lru_cache(maxsize=KNOWN_NAMES)(lambda raw: fields(snake_case(raw)))
+        object.__setattr__(self, "_secret_field", secret_field)
+        ignored = functools.lru_cache(maxsize=KNOWN_NAMES)(
+            lambda raw: self.is_ignored(_text(raw).lower())
+        )
         object.__setattr__(self, "_ignored_field", ignored)
+        # The one parse of a JSON body for the key also puts the marker in secret fields.
+        object.__setattr__(self, "json_decoder", bodies.json_decoder(secret_field, REDACTED))
 
     @classmethod
-    def with_extra(cls, ignored: tuple[str, ...] = (), secret: tuple[str, ...] = ()) -> KeyRules:
+    def with_extra(
+        cls,
+        ignored: tuple[str, ...] = (),
+        secret: tuple[str, ...] = (),
+        *,
+        keep_account: bool = False,
+    ) -> KeyRules:
         return cls(
             ignored=IGNORED_HEADERS + tuple(h.lower() for h in ignored),
             secret=SECRET_HEADERS + tuple(h.lower() for h in secret),
+            account=() if keep_account else ACCOUNT_HEADERS,
         )
 
     def is_ignored(self, name: str) -> bool:
@@ -109,10 +276,19 @@ class KeyRules:
         return self._ignored_field(name)
 
     def is_secret(self, name: str) -> bool:
+        """A request header (lower case) keyed by presence and redacted where stored."""
         return self._secret(name)
 
+    def is_account(self, name: str) -> bool:
+        """A header (lower case) naming an account, redacted in stored requests and responses."""
+        return self._account(name)
+
     def is_secret_param(self, name: str) -> bool:
-        return name.lower() in self.secret_query
+        return self._secret_param(name)
+
+    def is_secret_field(self, name: str) -> bool:
+        """A JSON body field whose string value is a secret (at any depth)."""
+        return self._secret_field(name)
 
 
 def _text(raw: bytes) -> str:
@@ -137,7 +313,7 @@ class RequestParts:
 def normalize(req: RequestParts, rules: KeyRules) -> dict:
     """The canonical form of a request: what is keyed, and shown when a lookup misses."""
     headers = normalize_headers(req.headers, rules)
-    body, body_kind = bodies.canonical_body(req.body, dict(headers))
+    body, body_kind = bodies.canonical_body(req.body, dict(headers), rules.json_decoder)
     headers = [
         (name, bodies.strip_boundary(value) if name == "content-type" else value)
         for name, value in headers

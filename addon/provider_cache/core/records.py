@@ -15,9 +15,12 @@ import msgpack
 
 SCHEMA = 1
 
-#: Response headers that describe one connection or one encoding, not the answer.
+#: Response headers that describe one connection or one encoding, not the answer; and
+#: cookies, which belong to one client (OpenAI answers carry Cloudflare's): never replayed.
 UNSTORED_RESPONSE_HEADERS = frozenset(
     {
+        b"set-cookie",
+        b"set-cookie2",
         b"connection",
         b"keep-alive",
         b"proxy-connection",
@@ -73,7 +76,7 @@ class Entry:
 
 
 def storable_headers(headers: Headers) -> Headers:
-    """Names in lower case (as HTTP/2 requires), without per-connection headers."""
+    """Names in lower case (as HTTP/2 requires), without per-connection headers or cookies."""
     return [(k.lower(), v) for k, v in headers if k.lower() not in UNSTORED_RESPONSE_HEADERS]
 
 

@@ -7,6 +7,10 @@ threshold (a run with no provider lookups has nothing stale and passes).
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+from typing import TypeGuard
+
 from provider_cache.core.stats import HOST_TOTALS, SCHEMA, TOTALS, rate
 
 
@@ -15,15 +19,113 @@ class BadStats(ValueError):
 
 
 def validate(doc: object, source: str) -> dict:
+    """The document as it is, if everything the gate reads has the type it expects.
+
+    Only the totals are required; the other fields may be absent (older or partial
+    writers), but when present they must have their shape, so that merge() and the
+    renderers cannot fail on a wrong type. Unknown fields are left alone.
+    """
     if not isinstance(doc, dict) or "hits" not in doc or "misses" not in doc:
         raise BadStats(f"{source}: not a provider-cache stats file")
     if doc.get("schema") != SCHEMA:
         raise BadStats(f"{source}: unknown stats schema {doc.get('schema')!r} (expected {SCHEMA})")
     for name in TOTALS:
-        value = doc.get(name)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        if not _is_count(doc.get(name)):
             raise BadStats(f"{source}: field {name!r} is not a count")
+    try:
+        _check_shape(doc)
+    except _WrongType as e:
+        raise BadStats(f"{source}: field {e.path!r} is not {e.expected}") from None
     return doc
+
+
+class _WrongType(Exception):
+    def __init__(self, path: str, expected: str):
+        self.path, self.expected = path, expected
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_number(value: object) -> TypeGuard[float]:
+    """A finite JSON number (json.loads also gives NaN and Infinity); a boolean is none."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _optional(doc: dict, name: str, path: str, check: Callable[[object], bool], what: str) -> None:
+    if name in doc and not check(doc[name]):
+        raise _WrongType(path, what)
+
+
+def _object(value: object, path: str, what: str = "an object") -> dict:
+    if not isinstance(value, dict):
+        raise _WrongType(path, what)
+    return value
+
+
+def _list(value: object, path: str) -> list:
+    if not isinstance(value, list):
+        raise _WrongType(path, "a list")
+    return value
+
+
+def _is_rate(value: object) -> bool:
+    return value is None or _is_number(value)
+
+
+def _is_seconds(value: object) -> bool:
+    return value is None or (_is_number(value) and value >= 0)
+
+
+def _is_str(value: object) -> bool:
+    return isinstance(value, str)
+
+
+def _check_shape(doc: dict) -> None:
+    _optional(doc, "mode", "mode", _is_str, "a string")
+    for name in ("started_at", "updated_at"):
+        _optional(doc, name, name, _is_number, "a number")
+    _optional(doc, "hit_rate", "hit_rate", _is_rate, "a number or null")
+    for name in ("rate_limited", "missed_dropped"):
+        _optional(doc, name, name, _is_count, "a count")
+    _optional(doc, "retry_after", "retry_after", _is_seconds, "a number of seconds or null")
+    if "window" in doc:
+        window = _object(doc["window"], "window")
+        for name in ("size", "hits", "misses"):
+            _optional(window, name, f"window.{name}", _is_count, "a count")
+        _optional(window, "hit_rate", "window.hit_rate", _is_rate, "a number or null")
+    if "by_host" in doc:
+        for host, value in _object(doc["by_host"], "by_host").items():
+            at = f"by_host[{host!r}]"
+            counts = _object(value, at)
+            for name in HOST_TOTALS:
+                _optional(counts, name, f"{at}.{name}", _is_count, "a count")
+            _optional(counts, "hit_rate", f"{at}.hit_rate", _is_rate, "a number or null")
+    if "missed" in doc:
+        for i, item in enumerate(_list(doc["missed"], "missed")):
+            _check_missed(item, f"missed[{i}]")
+
+
+def _check_missed(value: object, at: str) -> None:
+    item = _object(value, at)
+    for name in ("method", "url", "key"):
+        if not _is_str(item.get(name)):
+            raise _WrongType(f"{at}.{name}", "a string")
+    if not _is_count(item.get("count")):
+        raise _WrongType(f"{at}.count", "a count")
+    if "request" in item:
+        request = _object(item["request"], f"{at}.request")
+        _optional(request, "body", f"{at}.request.body", _is_str, "a string")
+    if item.get("closest") is None:
+        return
+    closest = _object(item["closest"], f"{at}.closest", "an object or null")
+    if not _is_str(closest.get("key")):
+        raise _WrongType(f"{at}.closest.key", "a string")
+    for j, line in enumerate(_list(closest.get("differences"), f"{at}.closest.differences")):
+        if not _is_str(line):
+            raise _WrongType(f"{at}.closest.differences[{j}]", "a string")
+    _optional(closest, "more", f"{at}.closest.more", _is_count, "a count")
 
 
 def merge(docs: list[dict]) -> dict:

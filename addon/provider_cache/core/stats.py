@@ -14,6 +14,9 @@ from email.utils import parsedate_to_datetime
 SCHEMA = 1
 MISSED_LIMIT = 100
 DEFAULT_WINDOW = 100
+#: Hosts counted one by one; the counts of any further host go to OTHER_HOSTS.
+MAX_HOSTS = 100
+OTHER_HOSTS = "(other hosts)"
 #: The run totals and the per-host counts, as the stats file, the endpoint and the gate name them.
 TOTALS = ("hits", "misses", "recorded", "passthrough", "errors")
 HOST_TOTALS = ("hits", "misses", "recorded", "errors")
@@ -62,7 +65,11 @@ class Stats:
     def _host(self, host: str) -> HostCounts:
         counts = self.by_host.get(host)
         if counts is None:
-            counts = self.by_host[host] = HostCounts()
+            if len(self.by_host) >= MAX_HOSTS:  # a glob such as *.openai.azure.com is open-ended
+                host = OTHER_HOSTS
+                counts = self.by_host.get(host)
+            if counts is None:
+                counts = self.by_host[host] = HostCounts()
         return counts
 
     def hit(self, host: str) -> None:
@@ -84,6 +91,13 @@ class Stats:
         else:
             self.missed_dropped += 1
         return False
+
+    def failed_lookup(self, host: str) -> None:
+        """A lookup the cache could not complete: a miss (the gate must see it) and an error."""
+        self.misses += 1
+        self._host(host).misses += 1
+        self.window.append(False)
+        self.error(host)
 
     def record(self, host: str) -> None:
         self.recorded += 1

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 
 from provider_cache.core import timefmt
 from provider_cache.core.records import Entry, StoredRequest, StoredResponse
 
 FORMAT = "provider-cache-export"
 VERSION = 1
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class BadExport(ValueError):
@@ -28,7 +30,10 @@ def dumps(entries: list[Entry]) -> str:
         "version": VERSION,
         "entries": [entry_to_json(e) for e in sorted(entries, key=lambda e: e.key)],
     }
-    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    # Undecodable bytes of a URL or method are stored as lone surrogates (records.py), which
+    # no UTF-8 file can hold: written as JSON escapes, they load back as the same string.
+    return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def loads(text: str) -> list[Entry]:

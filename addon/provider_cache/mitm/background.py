@@ -99,7 +99,7 @@ class StatsFlusher:
             self.task = None
 
     async def _run(self) -> None:
-        written = None
+        written, failure = None, None
         while True:
             files, stats = self.files(), self.stats()
             if files is not None:
@@ -108,7 +108,14 @@ class StatsFlusher:
                 if counters != written:
                     try:
                         await asyncio.to_thread(files.write_stats, stats.snapshot())
-                        written = counters
+                        written, failure = counters, None
                     except OSError as e:
-                        logger.warning("cannot write stats file: %s", e.strerror)
+                        if e.strerror != failure:  # said once, not every second
+                            logger.warning(
+                                "provider-cache: cannot write stats file %s: %s (the endpoint "
+                                "still serves the stats)",
+                                files.stats_file,
+                                e.strerror,
+                            )
+                        failure = e.strerror
             await asyncio.sleep(STATS_INTERVAL)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from mitmproxy import http
 
 from provider_cache.core import redact
-from provider_cache.core.bodies import decode_content
+from provider_cache.core.bodies import DECODE_LIMIT, decode_content
 from provider_cache.core.keys import KeyRules, RequestParts
 from provider_cache.core.names import CACHE_HEADER
 from provider_cache.core.records import Entry, StoredRequest, StoredResponse, storable_headers
@@ -51,30 +51,47 @@ def fingerprint(request: http.Request, rules: KeyRules) -> tuple:
     return (data.method, data.scheme, data.host, data.port, data.path, headers, body)
 
 
-def redacted_url(request: http.Request, rules: KeyRules) -> str:
+def redacted_url(request: http.Request, rules: KeyRules, secrets: list[bytes] | None = None) -> str:
+    """The URL as stored, logged and named by a miss: secret query values redacted, and any
+    secret of the request's headers or query found elsewhere in it (its path) scrubbed."""
+    if secrets is None:
+        secrets = redact.secret_values(list(request.headers.fields), query_of(request), rules)
     # `url`, not `pretty_url`: the host the request went to, as the key has it (and without
     # parsing the Host header, a good part of a recording's cost).
-    return redact.redact_url(request.url, rules)
+    return redact.redact_url(request.url, rules, secrets)
 
 
-def stored_request(request: http.Request, rules: KeyRules, secrets: list[bytes]) -> StoredRequest:
+def stored_request(
+    request: http.Request,
+    rules: KeyRules,
+    secrets: list[bytes],
+    fields: redact.Fields | None = None,
+) -> StoredRequest:
+    """The request as sent, every secret redacted; `fields`: its JSON body's secret fields."""
+    headers = list(request.headers.fields)
+    body = redact.redact_json_fields(request.raw_content or b"", headers, fields or {})
     return StoredRequest(
         method=request.method,
-        url=redacted_url(request, rules),
-        headers=redact.scrub_headers(
-            redact.redact_headers(list(request.headers.fields), rules), secrets
-        ),
-        body=redact.scrub(request.raw_content or b"", secrets),
+        url=redacted_url(request, rules, secrets),
+        headers=redact.scrub_headers(redact.redact_headers(headers, rules), secrets),
+        body=redact.scrub(body, secrets),
     )
 
 
 def stored_response(
-    response: http.Response, secrets: list[bytes], chunks: list[bytes] | None
+    response: http.Response,
+    secrets: list[bytes],
+    chunks: list[bytes] | None,
+    rules: KeyRules,
+    limit: int = DECODE_LIMIT,
 ) -> StoredResponse | None:
-    """The response decoded from its content-encoding; None if it cannot be decoded."""
+    """The response decoded from its content-encoding; None if it cannot be decoded.
+
+    Raises TooLarge if it decodes to more than `limit` bytes (a compression bomb stops there).
+    """
     encoding = response.headers.get("content-encoding", "")
     raw = b"".join(chunks) if chunks is not None else (response.raw_content or b"")
-    body = decode_content(raw, encoding)
+    body = decode_content(raw, encoding, limit)
     if body is None:
         return None
     if chunks is not None and encoding.strip().lower() not in ("", "identity"):
@@ -85,25 +102,34 @@ def stored_response(
     return StoredResponse(
         status=response.status_code,
         reason=response.data.reason.decode("latin-1"),
-        headers=redact.scrub_headers(storable_headers(list(response.headers.fields)), secrets),
+        headers=redact.scrub_headers(
+            redact.redact_account_headers(storable_headers(list(response.headers.fields)), rules),
+            secrets,
+        ),
         body=b"" if chunks is not None else scrubbed,
         chunks=chunks,
     )
 
 
 def make_entry(
-    flow: http.HTTPFlow, key: str, rules: KeyRules, chunks: list[bytes] | None
+    flow: http.HTTPFlow,
+    key: str,
+    rules: KeyRules,
+    chunks: list[bytes] | None,
+    limit: int = DECODE_LIMIT,
 ) -> Entry | None:
     assert flow.response
     request = flow.request
-    secrets = redact.secret_values(list(request.headers.fields), query_of(request), rules)
-    response = stored_response(flow.response, secrets, chunks)
+    headers = list(request.headers.fields)
+    fields = redact.json_secret_fields(request.raw_content or b"", headers, rules)
+    secrets = redact.secret_values(headers, query_of(request), rules, fields)
+    response = stored_response(flow.response, secrets, chunks, rules, limit)
     if response is None:
         return None
     return Entry(
         key=key,
         recorded_at=time.time(),
-        request=stored_request(request, rules, secrets),
+        request=stored_request(request, rules, secrets, fields),
         response=response,
     )
 
@@ -137,6 +163,20 @@ def replay_response(replay: Replay, http_version: str) -> http.Response:
     return http.Response(
         version, replay.status, replay.reason, replay.headers, replay.body, None, now, now
     )
+
+
+def failure_response(http_version: str) -> http.Response:
+    """The replay-mode answer when the cache itself failed on a request: local, like a miss."""
+    message = (
+        "provider-cache could not look this request up (an internal error, in its log) and "
+        "cache_mode=replay forbids contacting the provider."
+    )
+    body = json.dumps({"error": {"type": "provider_cache_error", "message": message}}).encode()
+    response = http.Response.make(
+        MISS_STATUS, body, {"content-type": "application/json", CACHE_HEADER: "miss"}
+    )
+    response.http_version = http_version
+    return response
 
 
 def miss_response(method: str, url: str, key: str, http_version: str) -> http.Response:

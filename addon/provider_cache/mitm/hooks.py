@@ -13,6 +13,7 @@ flow files keep.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 import time
@@ -24,6 +25,7 @@ from mitmproxy import ctx, exceptions, http
 from mitmproxy.addonmanager import Loader
 
 from provider_cache.core import records
+from provider_cache.core.bodies import TooLarge
 from provider_cache.core.keys import KeyRules
 from provider_cache.core.names import CACHE_HEADER, FLOW_METADATA_KEY
 from provider_cache.core.recent import RecentEntries
@@ -36,6 +38,9 @@ from provider_cache.storage.cachefiles import CacheFiles
 from provider_cache.storage.store import Store, StoreError
 
 logger = logging.getLogger(__name__)
+
+#: Request bodies larger than this are keyed on a thread, off the event loop.
+KEY_OFF_LOOP_BYTES = 1 << 20
 
 
 @dataclass
@@ -89,7 +94,7 @@ class ProviderCache:
         options.declare(loader)
 
     def configure(self, updated: set[str]) -> None:
-        if not any(name.startswith("cache_") for name in updated):
+        if not any(name.startswith("cache_") or name in options.ALSO_READ for name in updated):
             return
         try:
             new = options.parse(ctx.options)
@@ -112,7 +117,9 @@ class ProviderCache:
         self.settings = new
 
     def _open_files(self, new: options.Settings) -> None:
-        files = CacheFiles(new.cache_dir, new.stats_file, new.map_size)
+        files = CacheFiles(
+            new.cache_dir, new.stats_file, new.map_size, read_only_ok=new.mode == "replay"
+        )
         if self.files is not None:
             self.writer.drain()  # writes queued for the old store are done
             files.run = self.files.run
@@ -143,24 +150,58 @@ class ProviderCache:
 
     # -- hooks: the hit path ---------------------------------------------------
 
-    def request(self, flow: http.HTTPFlow) -> None:
+    def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         cfg, files = self.settings, self.files
         if flow.response or flow.error or not flow.live or cfg is None or files is None:
-            return
+            return None
         host = flow.request.host
         if not cfg.is_provider(host):
             self._not_provider(flow)
-            return
-        storable = len(flow.request.raw_content or b"") <= cfg.max_body_size
-        if not storable:
-            logger.warning("%s request body over cache_max_body_size: not cached", host)
-        key, normalized = self.keyer.key(flow.request, storable)
+            return None
+        size = len(flow.request.raw_content or b"")
+        storable = size <= cfg.max_body_size
+        if storable and size > KEY_OFF_LOOP_BYTES:
+            return self._request_off_loop(flow, cfg, files, host)
+        try:
+            if not storable:
+                logger.warning("%s request body over cache_max_body_size: not cached", host)
+            key, normalized = self.keyer.key(flow.request, storable)
+            self._decide(flow, cfg, files, host, storable, key, normalized)
+        except BaseException:
+            self._fail_closed(flow, cfg, host)
+            raise
+        return None
+
+    async def _request_off_loop(
+        self, flow: http.HTTPFlow, cfg: options.Settings, files: CacheFiles, host: str
+    ) -> None:
+        """A large body is keyed on a thread: parsing 20 MB of JSON on the event loop would
+        stall every other client for seconds. mitmproxy awaits this before going on."""
+        try:
+            fingerprint, key, normalized = await asyncio.to_thread(self.keyer.compute, flow.request)
+            self.keyer.remember(fingerprint, key)
+            self._decide(flow, cfg, files, host, True, key, normalized)
+        except BaseException:
+            self._fail_closed(flow, cfg, host)
+            raise
+
+    def _decide(
+        self,
+        flow: http.HTTPFlow,
+        cfg: options.Settings,
+        files: CacheFiles,
+        host: str,
+        storable: bool,
+        key: str,
+        normalized: dict | None,
+    ) -> None:
+        """Look up → serve; else answer the miss (replay) or forward it (to be recorded)."""
         lookup = storable and cfg.mode != "refresh" and key not in self.rerecord_keys
         replay = self._lookup(files, key, host) if lookup else None
         if replay is not None and self._servable(cfg, replay.entry):
             self._serve(flow, files, replay, host)
         else:
-            if normalized is None:  # the key was remembered; a miss shows the normalised form
+            if normalized is None:  # the key was remembered; a miss shows the normal form
                 normalized = self.keyer.normalized(flow.request, storable)
             if cfg.mode == "replay":
                 self._answer_miss(flow, key, host, normalized)
@@ -168,6 +209,13 @@ class ProviderCache:
                 self._forward(flow, Pending(key, host, storable), normalized)
         for watcher in self.watchers:
             watcher.decided(flow)
+
+    def _fail_closed(self, flow: http.HTTPFlow, cfg: options.Settings, host: str) -> None:
+        """Replay fails closed: mitmproxy forwards a flow whose hook raised, unless it has an
+        answer. The error still propagates, so mitmproxy logs it as the bug it is."""
+        if cfg.mode == "replay" and flow.response is None:
+            flow.response = flows.failure_response(flow.request.http_version)
+            self.stats.failed_lookup(host)
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         pending = self.pending.get(flow.id)
@@ -185,7 +233,7 @@ class ProviderCache:
 
     def response(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         pending = self.pending.pop(flow.id, None)
-        if pending is None or flow.response is None:
+        if pending is None or flow.response is None or self.files is None:  # None: shut down
             return None
         if flow.response.status_code in (429, 503):
             value = flow.response.headers.get("retry-after", "")
@@ -194,7 +242,7 @@ class ProviderCache:
 
     def error(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         pending = self.pending.pop(flow.id, None)
-        if pending is None:
+        if pending is None or self.files is None:  # files None: the proxy is shutting down
             return None
         # A broken exchange counts as an error, unless a stream's answer was already complete.
         entry = None
@@ -225,7 +273,12 @@ class ProviderCache:
             self.stats.pass_through()
 
     def _lookup(self, files: CacheFiles, key: str, host: str) -> flows.Replay | None:
-        data = files.store.get(key.encode())
+        try:
+            data = files.store.get(key.encode())
+        except StoreError as e:
+            logger.error("provider-cache: %s: key %s treated as a miss", e, key)
+            self.stats.error(host)
+            return None
         if data is None:
             return None
         try:
@@ -289,14 +342,20 @@ class ProviderCache:
             return None
         recorder = pending.recorder
         if recorder is not None and not recorder.complete(connection_closed_early):
-            logger.info("stream for key %s ended early: not recorded", pending.key)
+            logger.info("stream for key %s ended early or failed: not recorded", pending.key)
             return None
         max_size = self._settings().max_body_size
         if recorder is None and len(response.raw_content or b"") > max_size:
             logger.warning("%s response over cache_max_body_size: not recorded", pending.host)
             return None
         chunks = recorder.chunks if recorder is not None else None
-        entry = flows.make_entry(flow, pending.key, self._settings().rules, chunks)
+        try:
+            entry = flows.make_entry(flow, pending.key, self._settings().rules, chunks, max_size)
+        except TooLarge:
+            logger.warning(
+                "%s response decodes past cache_max_body_size: not recorded", pending.host
+            )
+            return None
         if entry is None:
             logger.warning("response for key %s has an undecodable body: not recorded", pending.key)
             self.stats.error(pending.host)

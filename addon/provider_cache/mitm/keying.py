@@ -36,6 +36,15 @@ class Keyer:
         self.recent.put(fingerprint, key)
         return key, normalized
 
+    def compute(self, request: http.Request) -> tuple[tuple, str, dict]:
+        """(fingerprint, key, normalised form) of a storable request, touching no shared
+        state: safe on a worker thread. The caller remembers the key (`remember`)."""
+        key, normalized = keys.key_for(parts(request, True), self.rules)
+        return flows.fingerprint(request, self.rules), key, normalized
+
+    def remember(self, fingerprint: tuple, key: str) -> None:
+        self.recent.put(fingerprint, key)
+
     def normalized(self, request: http.Request, storable: bool) -> dict:
         """The normalised form a miss shows, for a request whose key was remembered."""
         return keys.normalize(parts(request, storable), self.rules)

@@ -28,6 +28,10 @@ DEFAULT_MAX_BODY = "32m"
 DEFAULT_MAP_SIZE = "1g"  # storage.store.DEFAULT_MAP_SIZE, as an option value (a test checks)
 
 
+#: mitmproxy's own options that `parse` checks too.
+ALSO_READ = frozenset({"stream_large_bodies"})
+
+
 def declare(loader: Loader) -> None:
     """Register every option on mitmproxy's loader (called from the addon's load())."""
     loader.add_option(
@@ -54,6 +58,13 @@ def declare(loader: Loader) -> None:
     )
     loader.add_option(
         "cache_redact_headers", Sequence[str], [], "Request headers (globs) treated as secrets."
+    )
+    loader.add_option(
+        "cache_keep_account_headers",
+        bool,
+        False,
+        "Keep openai-organization, openai-project and anthropic-organization-id in recordings "
+        "and in the key; by default they are redacted and count by presence only.",
     )
     loader.add_option(
         "cache_max_body_size",
@@ -83,6 +94,7 @@ class Settings:
     max_body_size: int
     window_size: int
     map_size: int
+    keep_account_headers: bool = False
 
 
 def parse(options: Options) -> Settings:
@@ -93,6 +105,12 @@ def parse(options: Options) -> Settings:
         )
     if not options.cache_dir:
         raise ValueError("cache_dir must not be empty")
+    if getattr(options, "stream_large_bodies", None):
+        raise ValueError(
+            "stream_large_bodies streams provider bodies past the cache (replay would forward "
+            "them, record would store them empty): unset it; cache_max_body_size bounds what "
+            "is cached"
+        )
     cache_dir = Path(options.cache_dir).expanduser()
     max_body = _size(options.cache_max_body_size, "cache_max_body_size", DEFAULT_MAX_BODY)
     map_size = _size(options.cache_map_size, "cache_map_size", DEFAULT_MAP_SIZE)
@@ -113,10 +131,12 @@ def parse(options: Options) -> Settings:
         rules=KeyRules.with_extra(
             ignored=_names(options.cache_ignore_headers, "cache_ignore_headers"),
             secret=_names(options.cache_redact_headers, "cache_redact_headers"),
+            keep_account=options.cache_keep_account_headers,
         ),
         max_body_size=max_body,
         window_size=options.cache_window_size,
         map_size=map_size,
+        keep_account_headers=options.cache_keep_account_headers,
     )
 
 

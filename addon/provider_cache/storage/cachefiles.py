@@ -3,54 +3,110 @@
 The recordings store, the usage log (which run last hit each entry) and the
 stats file. Hits are collected in memory and written to the usage log in
 batches, so the hit path never writes to disk.
+
+Only the recordings are essential. The usage log is bookkeeping: if it cannot be
+opened or written (a corrupt `usage/`, a full disk, a read-only checkout) the cache
+goes on without it and says so once. A replay may read a store it cannot write.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
-from provider_cache.storage import atomic as statsfile
-from provider_cache.storage import cachedir
-from provider_cache.storage.store import Store
+from provider_cache.storage import atomic, cachedir
+from provider_cache.storage.store import Store, StoreError, StoreFull
 from provider_cache.storage.usage import Usage
+
+logger = logging.getLogger(__name__)
 
 
 class CacheFiles:
-    def __init__(self, cache_dir: Path, stats_file: Path, map_size: int):
+    def __init__(
+        self, cache_dir: Path, stats_file: Path, map_size: int, *, read_only_ok: bool = False
+    ):
         self.cache_dir = cache_dir
         self.stats_file = stats_file
-        self.store = Store(cache_dir, map_size=map_size)
-        try:
-            self.usage = Usage(cache_dir)
-        except BaseException:
-            self.store.close()
-            raise
-        cachedir.ensure_gitignore(cache_dir)
+        self.store = self._open_store(map_size, read_only_ok)
+        self.writable = not self.store.readonly
+        self.usage = self._open_usage() if self.writable else None
+        if self.writable:
+            try:
+                cachedir.ensure_gitignore(cache_dir)
+            except OSError as e:
+                logger.warning("provider-cache: cannot write %s/.gitignore: %s", cache_dir, e)
         self.run = 0
         self.unwritten_hits: dict[str, float] = {}
         #: Set when closing, so background readers stop scanning.
         self.closing = False
+
+    def _open_store(self, map_size: int, read_only_ok: bool) -> Store:
+        """The store, or, when it cannot be written, the store read-only: on a full disk
+        in any mode (hits are served, answers are not recorded and count as errors), and
+        for a replay for any reason (a read-only checkout, another user's files)."""
+        try:
+            return Store(self.cache_dir, map_size=map_size)
+        except StoreError as e:
+            if not (read_only_ok or isinstance(e, StoreFull)):
+                raise
+            because = str(e).rpartition(": ")[2]
+            try:
+                store = Store(self.cache_dir, readonly=True, readonly_because=because)
+            except StoreError:
+                raise e from None
+            logger.warning(
+                "provider-cache: %s; serving from it read-only: answers are not recorded and "
+                "which entries were hit is not kept there",
+                e,
+            )
+            return store
+
+    def _open_usage(self) -> Usage | None:
+        try:
+            return Usage(self.cache_dir)
+        except StoreError as e:
+            logger.warning("provider-cache: %s; going on without the usage log", e)
+            return None
 
     def serves(self, cache_dir: Path, stats_file: Path) -> bool:
         """Whether these are the files of that cache directory and stats file."""
         return (cache_dir, stats_file) == (self.cache_dir, self.stats_file)
 
     def begin_run(self) -> int:
-        self.run = self.usage.begin_run()
+        if self.usage is not None:
+            try:
+                self.run = self.usage.begin_run()
+            except StoreError as e:
+                self._lose_usage(e)
         return self.run
 
     def note_hit(self, key: str, at: float) -> None:
         self.unwritten_hits[key] = at
 
     def flush_usage(self) -> None:
-        if self.unwritten_hits and self.run:
-            batch, self.unwritten_hits = self.unwritten_hits, {}
-            self.usage.mark_hits(batch, self.run)
+        if self.usage is None:
+            self.unwritten_hits.clear()
+            return
+        if not self.unwritten_hits or not self.run:
+            return
+        batch, self.unwritten_hits = self.unwritten_hits, {}
+        if self.usage is not None:
+            try:
+                self.usage.mark_hits(batch, self.run)
+            except StoreError as e:
+                self._lose_usage(e)
+
+    def _lose_usage(self, error: StoreError) -> None:
+        logger.warning("provider-cache: %s; going on without the usage log", error)
+        if self.usage is not None:
+            self.usage.close()
+            self.usage = None
 
     def write_stats(self, snapshot: dict) -> None:
-        statsfile.write_atomically(self.stats_file, snapshot)
+        atomic.write_atomically(self.stats_file, snapshot)
 
     def close(self) -> None:
         self.flush_usage()
-        self.usage.close()
+        if self.usage is not None:
+            self.usage.close()
         self.store.close()

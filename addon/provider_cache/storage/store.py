@@ -9,6 +9,7 @@ process grew adopts the new size.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,16 +17,24 @@ from typing import TypeVar
 
 import lmdb
 
+from provider_cache.storage.cachedir import DATA_FILE
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAP_SIZE = 1 << 30  # 1 GiB of address space, not of disk: LMDB files are sparse.
 MAX_GROWTHS = 8
+#: Below this much free space the store is not opened for writing (see Store.__init__).
+MIN_FREE_BYTES = 1 << 20
 
 T = TypeVar("T")
 
 
 class StoreError(Exception):
     """The store could not be opened or written; the message names the reason, never a secret."""
+
+
+class StoreFull(StoreError):
+    """The file system holding the store has no space left to open it for writing."""
 
 
 class Store:
@@ -36,31 +45,62 @@ class Store:
         readonly: bool = False,
         map_size: int = DEFAULT_MAP_SIZE,
         durable: bool = True,
+        readonly_because: str = "opened read-only",
     ):
         self.path = Path(path)
         self.readonly = readonly
+        #: What a write to a read-only store fails with.
+        self.readonly_because = readonly_because
+        # LMDB maps its lock file and writes it through memory: on a full disk a page it
+        # cannot allocate is a SIGBUS, not an error. So: no writes below a margin, and a
+        # read-only open there does without the lock file.
+        full = _free_bytes(self.path) < MIN_FREE_BYTES
+        if full and not readonly:
+            raise StoreFull(f"cannot open cache store {self.path}: No space left on device")
         try:
             if not readonly:
                 self.path.mkdir(parents=True, exist_ok=True)
-            self.env = lmdb.open(
-                str(self.path),
-                map_size=map_size,
-                readonly=readonly,
-                lock=True,
-                max_readers=256,
-                max_spare_txns=4,
-                subdir=True,
-                create=not readonly,
-                sync=durable,
-            )
+            self.env = self._open(map_size, durable, lock=not full)
         except (OSError, lmdb.Error) as e:
-            raise StoreError(f"cannot open cache store {self.path}: {_reason(e)}") from None
+            if not readonly:
+                raise StoreError(f"cannot open cache store {self.path}: {_reason(e)}") from None
+            try:  # a store we may not lock (another user's files): read it unlocked
+                self.env = self._open(map_size, durable, lock=False)
+            except (OSError, lmdb.Error):
+                raise StoreError(f"cannot open cache store {self.path}: {_reason(e)}") from None
+        self._refuse_truncated()
         #: Held by readers while they have a transaction open: a map resize needs no
         #: transaction active in this process, and writes may run on another thread.
         #: Reentrant, so a reader may look a key up while it walks the store.
         self.resize_lock = threading.RLock()
         #: Held for a whole write, growth included, so no thread starts a write meanwhile.
         self.write_lock = threading.Lock()
+
+    def _open(self, map_size: int, durable: bool, *, lock: bool) -> lmdb.Environment:
+        return lmdb.open(
+            str(self.path),
+            map_size=map_size,
+            readonly=self.readonly,
+            lock=lock,
+            max_readers=256,
+            max_spare_txns=4,
+            subdir=True,
+            create=not self.readonly,
+            sync=durable,
+        )
+
+    def _refuse_truncated(self) -> None:
+        """A data file shorter than LMDB's own idea of it would kill the process with SIGBUS
+        on the first read of a missing page: check at open, and say so in one line."""
+        data = self.path / DATA_FILE
+        needed = (self.env.info()["last_pgno"] + 1) * self.env.stat()["psize"]
+        size = data.stat().st_size if data.exists() else 0
+        if size < needed:
+            self.env.close()
+            raise StoreError(
+                f"{data} is truncated: {size} bytes where LMDB needs {needed}; "
+                "restore it (from version control, or a copy)"
+            )
 
     def close(self) -> None:
         self.env.close()
@@ -72,9 +112,17 @@ class Store:
         self.close()
 
     def get(self, key: bytes) -> bytes | None:
-        """One read transaction; the hot path of every cache hit."""
-        with self.resize_lock:
-            return self._retry_resized(lambda: self._get(key))
+        """One read transaction; the hot path of every cache hit.
+
+        A damaged store raises StoreError naming LMDB's reason (MDB_CORRUPTED, …), never
+        another exception: the hooks turn it into a miss and an error, and replay fails
+        closed instead of letting mitmproxy forward the request.
+        """
+        try:
+            with self.resize_lock:
+                return self._retry_resized(lambda: self._get(key))
+        except lmdb.Error as e:
+            raise StoreError(f"cannot read cache store {self.path}: {_reason(e)}") from None
 
     def _get(self, key: bytes) -> bytes | None:
         with self.env.begin(buffers=False) as txn:
@@ -90,7 +138,7 @@ class Store:
             for key, value in items:
                 txn.put(key, value)
 
-        self.write(put_all)
+        self.write(put_all, need=sum(len(k) + len(v) for k, v in items))
 
     def delete(self, key: bytes) -> bool:
         return self.write(lambda txn: txn.delete(key))
@@ -105,14 +153,25 @@ class Store:
 
         return self.write(bump)
 
-    def write(self, work: Callable[[lmdb.Transaction], T]) -> T:
-        """Run `work` in one write transaction, growing the map as often as needed."""
+    def write(self, work: Callable[[lmdb.Transaction], T], need: int = 0) -> T:
+        """Run `work` in one write transaction, growing the map as often as needed (by at
+        least twice the `need` bytes it writes, so one large answer fits at once).
+
+        Any failure of LMDB (a full disk: MDB_TXN_COMMIT, EIO; a read-only file) is a
+        StoreError naming the reason; nothing already stored is touched.
+        """
+        if self.readonly:
+            raise StoreError(f"cannot write cache store {self.path}: {self.readonly_because}")
         with self.write_lock:
             for _ in range(MAX_GROWTHS):
                 try:
                     return self._retry_resized(lambda: self._in_write_txn(work))
                 except lmdb.MapFullError:
-                    self._grow()
+                    self._grow(need)
+                except lmdb.Error as e:
+                    raise StoreError(
+                        f"cannot write cache store {self.path}: {_reason(e)}"
+                    ) from None
         raise StoreError(f"cache store {self.path} is full after {MAX_GROWTHS} growths")
 
     def _in_write_txn(self, work: Callable[[lmdb.Transaction], T]) -> T:
@@ -121,9 +180,13 @@ class Store:
 
     def items(self) -> Iterator[tuple[bytes, bytes]]:
         """Every (key, value), in key order, from one consistent snapshot (no write may
-        happen in this thread meanwhile: a growth would wait for the walk to end)."""
-        with self.resize_lock, self.env.begin(buffers=False) as txn:
-            yield from txn.cursor()
+        happen in this thread meanwhile: a growth would wait for the walk to end). A damaged
+        store is a StoreError, as for `get`."""
+        try:
+            with self.resize_lock, self.env.begin(buffers=False) as txn:
+                yield from txn.cursor()
+        except lmdb.Error as e:
+            raise StoreError(f"cannot read cache store {self.path}: {_reason(e)}") from None
 
     def scan(self, stop: Callable[[], bool], batch: int = 256) -> Iterator[tuple[bytes, bytes]]:
         """Every (key, value) for a background thread: short transactions, abandoned on `stop()`.
@@ -152,8 +215,9 @@ class Store:
     def __len__(self) -> int:
         return self.env.stat()["entries"]
 
-    def _grow(self) -> None:
-        size = self.env.info()["map_size"] * 2
+    def _grow(self, need: int) -> None:
+        current = self.env.info()["map_size"]
+        size = max(current * 2, current + 2 * need)
         logger.info("cache store %s is full; growing its map to %d MiB", self.path, size >> 20)
         with self.resize_lock:
             self.env.set_mapsize(size)
@@ -166,6 +230,17 @@ class Store:
             with self.resize_lock:
                 self.env.set_mapsize(0)
             return op()
+
+
+def _free_bytes(path: Path) -> int:
+    """Space left for an unprivileged writer on the file system that holds `path`."""
+    for candidate in (path, *path.parents):
+        try:
+            fs = os.statvfs(candidate)
+        except OSError:
+            continue
+        return fs.f_bavail * fs.f_frsize
+    return 0
 
 
 def _reason(e: Exception) -> str:
