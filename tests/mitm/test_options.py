@@ -7,12 +7,10 @@ addon turns it into one OptionsError line at start-up, never a traceback at requ
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from mitmproxy import exceptions
-from mitmproxy.addonmanager import Loader
 from mitmproxy.addons.proxyserver import Proxyserver
 from mitmproxy.options import Options
 from mitmproxy.test import taddons
@@ -23,19 +21,7 @@ from provider_cache.core.keys import KeyRules
 from provider_cache.mitm import options
 from provider_cache.mitm.hooks import ProviderCache
 from provider_cache.storage import store
-
-
-class Declares:
-    """An addon that only declares the cache's options, as ProviderCache.load does."""
-
-    def load(self, loader: Loader) -> None:
-        options.declare(loader)
-
-
-@pytest.fixture
-def opts() -> Iterator[Options]:
-    with taddons.context(Declares()) as tctx:
-        yield tctx.options
+from tests.mitm.conftest import Declares
 
 
 def parse(opts: Options, **values: object) -> options.Settings:
@@ -221,3 +207,31 @@ def test_stream_large_bodies_is_refused() -> None:
         assert options.parse(tctx.options).mode == "record"  # unset: fine
         with pytest.raises(ValueError, match="stream_large_bodies streams provider bodies"):
             parse(tctx.options, stream_large_bodies="10k")
+
+
+# --- cache_keep_account_headers (issue 12) ---------------------------------------------
+
+
+def test_account_headers_are_redacted_by_default(opts: Options) -> None:
+    settings = options.parse(opts)
+    assert opts.cache_keep_account_headers is False
+    assert settings.keep_account_headers is False
+    assert settings.rules == KeyRules()
+    assert settings.rules.is_account("openai-organization")
+
+
+def test_the_option_keeps_them_and_joins_the_other_rules(opts: Options) -> None:
+    opts.update(cache_keep_account_headers=True, cache_redact_headers=["x-team"])
+    settings = options.parse(opts)
+    assert settings.keep_account_headers is True
+    assert settings.rules == KeyRules.with_extra(secret=("x-team",), keep_account=True)
+    assert not settings.rules.is_account("openai-organization")
+    assert not settings.rules.is_secret("openai-project")
+    assert settings.rules.is_secret("x-team") and settings.rules.is_secret("authorization")
+
+
+def test_the_option_takes_a_boolean_from_the_command_line(opts: Options) -> None:
+    opts.set("cache_keep_account_headers=true")
+    assert options.parse(opts).keep_account_headers is True
+    with pytest.raises(exceptions.OptionsError):
+        opts.set("cache_keep_account_headers=maybe")
