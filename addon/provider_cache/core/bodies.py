@@ -17,7 +17,7 @@ from email.message import Message
 from email.utils import collapse_rfc2231_value
 from itertools import chain, repeat
 from operator import itemgetter
-from typing import cast
+from typing import Protocol, cast
 
 import brotli
 import msgpack
@@ -69,12 +69,23 @@ def _inflate(data: bytes, wbits: int, limit: int) -> bytes | None:
     return out if stream.eof and not stream.unused_data else None
 
 
-def _gunzip(data: bytes, limit: int) -> bytes | None:
-    """A gzip body: one or more complete members (RFC 1952), each checked by its CRC."""
+class _Decoder(Protocol):
+    """zlib's decompressobj and zstd's ZstdDecompressor: the same streaming interface."""
+
+    @property
+    def eof(self) -> bool: ...
+    @property
+    def unused_data(self) -> bytes: ...
+    def decompress(self, data: bytes, max_length: int, /) -> bytes: ...
+
+
+def _concatenated(data: bytes, limit: int, decoder: Callable[[], _Decoder]) -> bytes | None:
+    """One or more complete members (gzip) or frames (zstd) back to back, at most `limit`
+    bytes in all; None if one is cut off."""
     out: list[bytes] = []
     size = 0
     while data:
-        stream = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        stream = decoder()
         member = _check(stream.decompress(data, limit - size + 1), limit - size)
         if not stream.eof:
             return None
@@ -82,6 +93,11 @@ def _gunzip(data: bytes, limit: int) -> bytes | None:
         size += len(member)
         data = stream.unused_data
     return b"".join(out)
+
+
+def _gunzip(data: bytes, limit: int) -> bytes | None:
+    """A gzip body: one or more complete members (RFC 1952), each checked by its CRC."""
+    return _concatenated(data, limit, lambda: zlib.decompressobj(16 + zlib.MAX_WBITS))
 
 
 def _deflate(data: bytes, limit: int) -> bytes | None:
@@ -107,20 +123,10 @@ def _unbrotli(data: bytes, limit: int) -> bytes | None:
 
 def _unzstd(data: bytes, limit: int) -> bytes | None:
     """One or more complete zstd frames; a cut or damaged frame is None."""
-    out: list[bytes] = []
-    size = 0
     try:
-        while data:
-            decoder = zstd.ZstdDecompressor()
-            frame = _check(decoder.decompress(data, limit - size + 1), limit - size)
-            if not decoder.eof:
-                return None
-            out.append(frame)
-            size += len(frame)
-            data = decoder.unused_data
+        return _concatenated(data, limit, zstd.ZstdDecompressor)
     except zstd.ZstdError:
         return None
-    return b"".join(out)
 
 
 #: The HTTP content codings understood (RFC 9110 §8.4.1; x-gzip is gzip's registered alias).
