@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Manage a provider-cache store: ls, show, rm, prune, export, import, merge, verify, misses.
 
-Exit 0 on success; 1 when `verify` finds an entry that does not decode;
-2 on bad input (missing store, unknown key, unreadable file, bad option).
+Exit 0 on success; 1 when `verify` finds an entry that does not decode, or `export`/`merge`
+skipped corrupt entries; 2 on bad input (missing store, unknown key, unreadable file, bad
+option); 141 when the output pipe closes early.
 """
 
 import sys
