@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import ssl
+import subprocess
+import sys
 import threading
 
 import httpx
 
 from tests.reliability.clients import ECHO, verify_store
+from tests.support.proxy import ROOT_DIR
 
 PROXIES = 3
 PER_PROXY = 25
@@ -78,3 +81,50 @@ def test_processes_share_one_store_and_grow_its_map(start_proxy, fake, cache_dir
     log = "".join(p.log() for p in proxies)
     assert "growing its map" in log
     assert fake.served == PROXIES * PER_PROXY
+
+
+def _post_all(proxy, bodies: list[dict]) -> list[str | None]:
+    with httpx.Client(proxy=proxy.url, verify=_ssl(str(proxy.ca_cert)), trust_env=False) as http:
+        return [http.post(ECHO, json=body).headers.get("x-provider-cache") for body in bodies]
+
+
+def _gate(stats_file, threshold: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [
+            sys.executable,
+            str(ROOT_DIR / "scripts" / "cache_stats.py"),
+            str(stats_file),
+            "--min-hit-rate",
+            threshold,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_proxies_sharing_a_cache_dir_write_one_stats_file_with_both_runs_counts(
+    start_proxy, cache_dir
+):
+    """Before: each proxy replaced stats.json with its own counters, so a run whose second
+    proxy missed every request passed the gate on the first proxy's hits."""
+    recorded = [{"i": i} for i in range(5)]
+    recorder = start_proxy("record")
+    assert _post_all(recorder, recorded) == ["miss"] * 5
+    assert recorder.stop() == 0
+    hitting, missing = start_proxy("replay"), start_proxy("replay")
+    assert _post_all(hitting, recorded) == ["hit"] * 5
+    assert _post_all(missing, [{"new": i} for i in range(5)]) == ["miss"] * 5
+    assert missing.stop() == 0  # the one that missed stops first: the other writes last
+    assert hitting.stop() == 0
+    stats = json.loads((cache_dir / "stats.json").read_text())
+    assert (stats["hits"], stats["misses"], stats["hit_rate"]) == (5, 5, 0.5)
+    assert _gate(cache_dir / "stats.json", "1.0").returncode == 1
+
+    # The next run, alone, is counted alone: the last run's parts are not summed into it.
+    alone = start_proxy("replay")
+    assert _post_all(alone, recorded[:2]) == ["hit"] * 2
+    assert alone.stop() == 0
+    stats = json.loads((cache_dir / "stats.json").read_text())
+    assert (stats["hits"], stats["misses"]) == (2, 0)
+    assert _gate(cache_dir / "stats.json", "1.0").returncode == 0

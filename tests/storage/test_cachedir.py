@@ -67,3 +67,12 @@ def test_an_empty_gitignore_counts_as_written(tmp_path: Path) -> None:
     (tmp_path / ".gitignore").write_text("")
     ensure_gitignore(tmp_path)
     assert (tmp_path / ".gitignore").read_text() == ""
+
+
+def test_a_gitignore_an_older_version_wrote_gains_the_new_patterns(tmp_path: Path) -> None:
+    path = tmp_path / ".gitignore"
+    old = "\n".join(line for line in GITIGNORE.splitlines() if ".d/" not in line) + "\n*.bak\n"
+    path.write_text(old)
+    ensure_gitignore(tmp_path)
+    assert path.read_text() == old + f"{STATS_FILE}.d/\n"
+    assert ignored(f"{STATS_FILE}.d")

@@ -88,6 +88,8 @@ class StatsFlusher:
     def __init__(self, files: Callable[[], CacheFiles | None], stats: Callable[[], Stats]):
         self.files, self.stats = files, stats
         self.task: asyncio.Task | None = None
+        #: Why the stats file could not be written last time (said once, not every second).
+        self.failure: str | None = None
 
     def start(self) -> None:
         if self.task is None:
@@ -99,7 +101,7 @@ class StatsFlusher:
             self.task = None
 
     async def _run(self) -> None:
-        written, failure = None, None
+        written = None
         while True:
             files, stats = self.files(), self.stats()
             if files is not None:
@@ -108,14 +110,19 @@ class StatsFlusher:
                 if counters != written:
                     try:
                         await asyncio.to_thread(files.write_stats, stats.snapshot())
-                        written, failure = counters, None
+                        written, self.failure = counters, None
                     except OSError as e:
-                        if e.strerror != failure:  # said once, not every second
-                            logger.warning(
-                                "provider-cache: cannot write stats file %s: %s (the endpoint "
-                                "still serves the stats)",
-                                files.stats_file,
-                                e.strerror,
-                            )
-                        failure = e.strerror
+                        self.warn(files, e)
             await asyncio.sleep(STATS_INTERVAL)
+
+    def warn(
+        self, files: CacheFiles, error: OSError, say: Callable[[str], None] | None = None
+    ) -> None:
+        """Say why the stats file cannot be written, unless that was said last time."""
+        if error.strerror != self.failure:
+            message = (
+                f"provider-cache: cannot write stats file {files.stats_file}: {error.strerror}"
+                " (the endpoint still serves the stats)"
+            )
+            (say or logger.warning)(message)
+        self.failure = error.strerror

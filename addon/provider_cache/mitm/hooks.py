@@ -144,7 +144,7 @@ class ProviderCache:
         try:
             self.files.write_stats(self.snapshot())
         except OSError as e:  # logging is already shut down here
-            print(f"provider-cache: cannot write stats file: {e.strerror}", file=sys.stderr)
+            self.flusher.warn(self.files, e, say=lambda line: print(line, file=sys.stderr))
         self.files.close()
         self.files = None
 

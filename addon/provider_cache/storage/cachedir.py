@@ -3,7 +3,8 @@
 data.mdb            the recordings (commit this)
 lock.mdb            LMDB's lock file (per machine)
 usage/              which run last hit each entry (per machine)
-stats.json          the last run's counters
+stats.json          the last run's counters (the sum of its proxies)
+stats.json.d/       each proxy's part of them
 rebuild-state.json  cache_rebuild.py's backoff state
 """
 
@@ -23,13 +24,24 @@ GITIGNORE = f"""\
 {LOCK_FILE}
 {USAGE_DIR}/
 {STATS_FILE}
+{STATS_FILE}.d/
 {REBUILD_STATE}
 *.tmp
 """
 
 
 def ensure_gitignore(cache_dir: Path) -> None:
-    """Write the cache directory's .gitignore once, so `git add` picks only the recordings."""
+    """Write the cache directory's .gitignore, so `git add` picks only the recordings.
+
+    One an older version wrote gains the patterns added since; the user's lines stay.
+    """
     path = Path(cache_dir) / ".gitignore"
     if not path.exists():
         path.write_text(GITIGNORE)
+        return
+    text = path.read_text()
+    if not text.startswith(GITIGNORE.partition("\n")[0]):
+        return  # not ours: never touched
+    missing = [line for line in GITIGNORE.splitlines() if line not in text.splitlines()]
+    if missing:
+        path.write_text(text + ("" if text.endswith("\n") else "\n") + "\n".join(missing) + "\n")

@@ -14,7 +14,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from provider_cache.storage import atomic, cachedir
+from provider_cache.storage import cachedir
+from provider_cache.storage.sharedstats import SharedStats
 from provider_cache.storage.store import Store, StoreError, StoreFull
 from provider_cache.storage.usage import Usage
 
@@ -35,6 +36,11 @@ class CacheFiles:
                 cachedir.ensure_gitignore(cache_dir)
             except OSError as e:
                 logger.warning("provider-cache: cannot write %s/.gitignore: %s", cache_dir, e)
+        self.shared_stats = SharedStats(stats_file)
+        try:
+            self.shared_stats.join()  # now, not at the first write: a run is who is alive
+        except OSError:
+            pass  # the stats file cannot be written either: the flusher says so, with its path
         self.run = 0
         self.unwritten_hits: dict[str, float] = {}
         #: Set when closing, so background readers stop scanning.
@@ -103,10 +109,12 @@ class CacheFiles:
             self.usage = None
 
     def write_stats(self, snapshot: dict) -> None:
-        atomic.write_atomically(self.stats_file, snapshot)
+        """This proxy's counters, and the stats file as the sum of every proxy of the run."""
+        self.shared_stats.write(snapshot)
 
     def close(self) -> None:
         self.flush_usage()
         if self.usage is not None:
             self.usage.close()
+        self.shared_stats.close()
         self.store.close()
