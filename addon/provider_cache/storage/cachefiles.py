@@ -11,6 +11,7 @@ goes on without it and says so once. A replay may read a store it cannot write.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 
@@ -37,10 +38,10 @@ class CacheFiles:
             except OSError as e:
                 logger.warning("provider-cache: cannot write %s/.gitignore: %s", cache_dir, e)
         self.shared_stats = SharedStats(stats_file)
-        try:
-            self.shared_stats.join()  # now, not at the first write: a run is who is alive
-        except OSError:
-            pass  # the stats file cannot be written either: the flusher says so, with its path
+        # Joined now, not at the first write: a run is whoever is alive. If this fails, the
+        # stats file cannot be written either, and the flusher says so, with its path.
+        with contextlib.suppress(OSError):
+            self.shared_stats.join()
         self.run = 0
         self.unwritten_hits: dict[str, float] = {}
         #: Set when closing, so background readers stop scanning.
