@@ -77,7 +77,7 @@ def test_secrets_are_not_differences():
     result = closest(
         missed({"a": 1}, headers=((b"authorization", b"Bearer sk-other"),)), recorded, RULES
     )
-    assert result == {"key": "k", "differences": [], "more": 0}
+    assert result == {"key": "k", "differences": [diagnose.SAME_REQUEST_OTHER_RULES], "more": 0}
 
 
 def test_one_pass_answers_each_miss_as_closest_would(monkeypatch):

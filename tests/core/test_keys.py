@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 import provider_cache.core.keys
 from provider_cache.core.keys import (
+    CREDENTIAL_HEADER,
     IGNORED_HEADERS,
     REDACTED,
     SECRET_HEADERS,
@@ -173,6 +174,66 @@ def test_sdk_volatile_headers_together_do_not_change_the_key() -> None:
         ("traceparent", "00-abc-def-01"),
     )
     assert key(laptop) == key(ci)
+
+
+#: Headers of SDK families the fixture table (tests/core/sdk_headers.py) has no capture of:
+#: the rules ignore them by family (name patterns), not one by one.
+VOLATILE_BY_FAMILY = (
+    # client-made request, correlation and trace ids
+    "x-ms-client-request-id",
+    "x-client-request-id",
+    "request-id",
+    "X-Amzn-Trace-Id",
+    "x-correlation-id",
+    "X-B3-TraceId",
+    "b3",
+    "sentry-trace",
+    "baggage",
+    "x-cloud-trace-context",
+    "x-datadog-trace-id",
+    "uber-trace-id",
+    "x-idempotency-key",
+    "x-ms-date",
+    "x-goog-date",
+    # SDK, runtime and platform identification
+    "x-goog-api-client",
+    "X-Fern-Language",
+    "X-Fern-SDK-Name",
+    "X-Fern-SDK-Version",
+    "X-Fern-Runtime",
+    "X-Fern-Runtime-Version",
+    "X-Fern-Platform",
+    "x-ms-useragent",
+    "x-goog-user-agent",
+    "x-sdk-version",
+)
+#: Headers that say what is asked, though their names look like the families above.
+SEMANTIC_LOOK_ALIKES = (
+    "anthropic-beta",
+    "openai-beta",
+    "x-amzn-bedrock-trace",  # ENABLED: the answer carries a guardrail trace
+    "x-amzn-bedrock-guardrailidentifier",
+    "x-ms-model-mesh-model-name",  # which Azure deployment answers
+    "azureml-model-deployment",
+    "extra-parameters",  # azure-ai-inference: pass-through or drop
+    "x-goog-user-project",
+    "x-goog-request-params",
+    "x-title",
+    "http-referer",
+    "x-stainlessish",
+    "x-fernish",
+)
+
+
+@pytest.mark.parametrize("name", VOLATILE_BY_FAMILY)
+def test_a_volatile_header_of_a_family_does_not_change_the_key(name: str) -> None:
+    assert key(with_headers(BASE, (name, "0af7651916cd43dd8448eb211c80319c"))) == key(BASE)
+
+
+@pytest.mark.parametrize("name", SEMANTIC_LOOK_ALIKES)
+def test_a_semantic_header_like_a_volatile_family_changes_the_key(name: str) -> None:
+    one, two = with_headers(BASE, (name, "one")), with_headers(BASE, (name, "two"))
+    assert len({key(BASE), key(one), key(two)}) == 3
 
 
 def test_with_extra_ignores_more_headers_by_name_and_glob() -> None:
@@ -714,13 +775,13 @@ def test_secret_header_counts_by_presence_not_value(name: str, one: str, two: st
     normalized = repr(normalize(a, RULES))
     assert one not in normalized
     assert one.split()[-1] not in normalized
-    assert (name.lower(), REDACTED) in normalize(a, RULES)["headers"]
+    assert normalize(a, RULES)["headers"].count((CREDENTIAL_HEADER, REDACTED)) == 1
 
 
-def test_every_builtin_secret_header_is_redacted() -> None:
+def test_every_builtin_secret_header_is_keyed_as_one_credential() -> None:
     for name in (h for h in SECRET_HEADERS if "*" not in h and not RULES.is_ignored(h)):
         normalized = normalize(with_headers(BASE, (name.upper(), "secret-value-123")), RULES)
-        assert (name, REDACTED) in normalized["headers"]
+        assert (CREDENTIAL_HEADER, REDACTED) in normalized["headers"]
         assert "secret-value-123" not in repr(normalized)
 
 
@@ -733,10 +794,21 @@ def test_a_cookie_is_left_out_of_the_key() -> None:
     assert RULES.is_secret("cookie")  # and redacted wherever a request is stored
 
 
-def test_different_secret_headers_are_different_keys() -> None:
-    assert key(with_headers(BASE, ("x-api-key", "k"))) != key(
-        with_headers(BASE, ("authorization", "k"))
-    )
+def test_a_credential_counts_the_same_whichever_header_carried_it() -> None:
+    """anthropic 0.x sent x-api-key, 2.x Authorization; AzureOpenAI (openai 1.x) and
+    azure-core send api-key and Authorization, openai 3.x api-key alone."""
+    authorization = key(with_headers(BASE, ("Authorization", "Bearer k")))
+    assert key(with_headers(BASE, ("x-api-key", "k"))) == authorization
+    assert key(with_headers(BASE, ("api-key", "k"), ("Authorization", "Bearer k"))) == authorization
+    assert key(with_headers(BASE, ("X-Goog-Api-Key", "k"))) == authorization
+    assert authorization != key(BASE)
+
+
+def test_an_account_header_is_no_credential() -> None:
+    """openai-organization counts by its own presence (it picks whose quota and models)."""
+    signed = with_headers(BASE, ("authorization", "Bearer k"))
+    assert key(with_headers(signed, ("OpenAI-Organization", "org-1"))) != key(signed)
+    assert key(with_headers(BASE, ("openai-organization", "org-1"))) != key(signed)
 
 
 @pytest.mark.parametrize("param", ["key", "api-key", "KEY", "Api-Key", "api_key", "apikey"])

@@ -13,11 +13,17 @@ from collections.abc import Iterable
 from difflib import SequenceMatcher
 from urllib.parse import urlsplit
 
-from provider_cache.core.keys import KeyRules, RequestParts, normalize
+from provider_cache.core.keys import KeyRules, RequestParts, cache_key, normalize
 from provider_cache.core.records import StoredRequest
 
 MAX_DIFFERENCES = 8
 VALUE_WIDTH = 60
+#: What a recording that normalises as the missed request does differ in: its key was made
+#: under other rules (an older provider-cache, other cache_ignore_headers); recording again
+#: makes it hit.
+SAME_REQUEST_OTHER_RULES = (
+    "nothing under today's key rules: recorded under other ones; record it again"
+)
 
 
 def stored_parts(request: StoredRequest) -> RequestParts:
@@ -52,10 +58,16 @@ def closest_each(
     misses, and only if one of them went to its method, host and path.
     """
     best: dict[str, tuple[tuple[int, float], str, list[str]]] = {}
+    # A miss's own recording (made since, in record mode) explains nothing.
+    own_keys = {name: cache_key(m) for name, m in missed.items()}
     for key, request in candidates:
         parts = stored_parts(request)
         route = (parts.method.upper(), parts.host.lower().rstrip("."), parts.path)  # normalize's
-        targets = [n for n, m in missed.items() if (m["method"], m["host"], m["path"]) == route]
+        targets = [
+            n
+            for n, m in missed.items()
+            if (m["method"], m["host"], m["path"]) == route and own_keys[n] != key
+        ]
         if not targets:
             continue
         candidate = normalize(parts, rules)
@@ -72,7 +84,11 @@ def _report(best: tuple[tuple[int, float], str, list[str]] | None) -> dict | Non
         return None
     (count, _), key, found = best
     more = max(0, count - MAX_DIFFERENCES)
-    return {"key": key, "differences": found[:MAX_DIFFERENCES], "more": more}
+    return {
+        "key": key,
+        "differences": found[:MAX_DIFFERENCES] or [SAME_REQUEST_OTHER_RULES],
+        "more": more,
+    }
 
 
 def differences(recorded: dict, missed: dict) -> list[str]:

@@ -20,27 +20,52 @@ import msgpack
 from provider_cache.core import bodies
 from provider_cache.core.globs import NameMatcher
 
+#: Part of every key: bumped when a key could otherwise find a recording of a request that
+#: asked something else. Rules that only merge requests asking the same thing (a header
+#: ignored, credentials counted once) keep it: a recording they do not touch keeps its key, the
+#: others miss once, and the miss diagnosis says the request was recorded under other rules.
 KEY_VERSION = 1
 REDACTED = "<redacted>"
 
-#: Request headers that vary between machines, SDK versions and retries.
-IGNORED_HEADERS: tuple[str, ...] = (
+#: SDK, runtime and platform identification, by family: SDKs name themselves, their version,
+#: the language runtime and often the OS and kernel release. None of it changes what is asked,
+#: and all of it changes between a laptop and CI, or with an upgrade.
+SDK_IDENTITY_HEADERS: tuple[str, ...] = (
     "user-agent",
-    "x-stainless-*",
+    "*-user-agent",  # x-amz-user-agent (AWS SDK for JavaScript), x-goog-user-agent
+    "*-useragent",  # x-ms-useragent (Azure OpenAI for JavaScript)
+    "x-stainless-*",  # Stainless SDKs (openai, anthropic, groq, …): also retry count, timeouts
+    "x-fern-*",  # Fern SDKs (cohere, …): language, SDK name and version, runtime, platform
+    "x-goog-api-client",  # Google's: google-genai-sdk/<version> gl-python/<version>
+    "*-sdk-*",  # amz-sdk-invocation-id, amz-sdk-request (attempt), x-sdk-version, …
+)
+
+#: Made up by the client for each request or retry: request, correlation and trace ids
+#: (azure-core's x-ms-client-request-id is a fresh UUID each time), and the clock.
+PER_REQUEST_HEADERS: tuple[str, ...] = (
+    "*request-id",  # x-request-id, request-id, x-ms-client-request-id, x-client-request-id
+    "*-requestid",
+    "*correlation-id",
+    "*-trace-id",  # x-amzn-trace-id (AWS X-Ray), uber-trace-id
+    "traceparent",  # W3C trace context
+    "tracestate",
+    "baggage",
+    "b3",  # Zipkin
+    "x-b3-*",
+    "sentry-trace",
+    "x-cloud-trace-context",  # Google Cloud
+    "x-datadog-*",
+    "idempotency-key",  # Stainless SDKs: a fresh one per call
+    "*-idempotency-key",
+    "date",
+    "x-*-date",  # x-amz-date (SigV4), x-ms-date, x-goog-date
+)
+
+#: Transport details that say nothing about what is asked.
+TRANSPORT_HEADERS: tuple[str, ...] = (
     "accept-encoding",
     "content-length",
     "connection",
-    "date",
-    "traceparent",
-    "tracestate",
-    "x-request-id",
-    "idempotency-key",
-    "x-amz-date",
-    "amz-sdk-invocation-id",
-    "amz-sdk-request",
-    "x-amz-user-agent",
-    "x-amz-content-sha256",
-    # Transport details that say nothing about what is asked.
     "host",
     "keep-alive",
     "proxy-connection",
@@ -48,12 +73,26 @@ IGNORED_HEADERS: tuple[str, ...] = (
     "transfer-encoding",
     "upgrade",
     "expect",
+    "x-amz-content-sha256",  # a digest of the body, which is keyed itself
     "x-provider-cache",
+)
+
+#: Request headers that vary between machines, SDK versions and retries.
+IGNORED_HEADERS: tuple[str, ...] = (
+    *SDK_IDENTITY_HEADERS,
+    *PER_REQUEST_HEADERS,
+    *TRANSPORT_HEADERS,
     # Set by the provider's own answers (Cloudflare's __cf_bm): a client that keeps cookies
     # sends one from its second request on, and a replay, which never sets one, does not.
     # Still a secret: redacted wherever it is written down.
     "cookie",
 )
+
+#: The one name every credential is keyed under, by presence: which header carried it
+#: (anthropic 0.x x-api-key, 2.x Authorization) and how many (azure-core and openai 1.x
+#: AzureOpenAI send api-key and Authorization) do not change what is asked. Authorization, so
+#: that the keys of the requests most SDKs send are what they were before this rule.
+CREDENTIAL_HEADER = "authorization"
 
 #: Words that make a name a secret's (issue 12): any header naming one is keyed (and stored)
 #: by presence only, gateways' and custom ones included (cf-aig-authorization,
@@ -279,6 +318,11 @@ class KeyRules:
         """A request header (lower case) keyed by presence and redacted where stored."""
         return self._secret(name)
 
+    def is_credential(self, name: str) -> bool:
+        """A secret request header that is not an account identifier: keyed as one
+        CREDENTIAL_HEADER, whichever of them carried it."""
+        return self._secret(name) and not self._account(name)
+
     def is_account(self, name: str) -> bool:
         """A header (lower case) naming an account, redacted in stored requests and responses."""
         return self._account(name)
@@ -335,13 +379,22 @@ def normalize(req: RequestParts, rules: KeyRules) -> dict:
 def normalize_headers(
     headers: tuple[tuple[str, str], ...], rules: KeyRules
 ) -> list[tuple[str, str]]:
-    """Lower-case names, drop ignored ones, redact secrets, sort by name (stable)."""
+    """Lower-case names, drop ignored ones, redact secrets, sort by name (stable).
+
+    Credentials count once, as CREDENTIAL_HEADER: that one was sent, not in which header.
+    """
     kept = []
+    credential = False
     for name, value in headers:
         lname = name.lower()
         if rules.is_ignored(lname):
             continue
-        kept.append((lname, REDACTED if rules.is_secret(lname) else value.strip()))
+        if rules.is_credential(lname):
+            credential = True
+        else:
+            kept.append((lname, REDACTED if rules.is_secret(lname) else value.strip()))
+    if credential:
+        kept.append((CREDENTIAL_HEADER, REDACTED))
     return sorted(kept, key=lambda item: item[0])
 
 
