@@ -15,6 +15,12 @@ from benchmark.net import Window
 if TYPE_CHECKING:
     from bench import Config
 
+#: Shown with the targets of a `--smoke` run, whose NO is noise, not a finding.
+SMOKE_NOTE = (
+    "Smoke run: too short for the targets to mean anything; a NO here is not a regression "
+    "(the figures are the full run's, docs/performance.md)."
+)
+
 HIT_VARIANTS = ("ceiling", "cache", "server-replay", "server-replay-refresh")
 RECORD_VARIANTS = ("record", "passthrough, streaming", "passthrough, stock")
 SETTINGS = (  # (variant, its reference), measured on the JSON cells
@@ -271,7 +277,8 @@ class Report:
         lines += [
             f"| {name} | {value:.3f} | {'yes' if ok else 'NO'} |" for name, value, ok in checks
         ]
-        return "Targets\n\n" + "\n".join(lines)
+        note = f"{SMOKE_NOTE}\n\n" if "--smoke" in self.argv else ""
+        return "Targets\n\n" + note + "\n".join(lines)
 
     def as_json(self) -> dict:
         return {

@@ -566,12 +566,12 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, provider: FakeProvider, context: ssl.SSLContext) -> None:
+    def __init__(self, provider: FakeProvider, context: ssl.SSLContext, port: int = 0) -> None:
         self.provider = provider
         self.ssl_context = context
         self._live: set[ssl.SSLSocket] = set()
         self._live_lock = threading.Lock()
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__(("127.0.0.1", port), _Handler)
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         request.settimeout(10)
@@ -622,9 +622,10 @@ class FakeProvider:
     ``errors`` collects unexpected exceptions raised inside handlers (should stay empty).
     """
 
-    def __init__(self, directory: Path, *, pki: TestPKI | None = None) -> None:
+    def __init__(self, directory: Path, *, pki: TestPKI | None = None, port: int = 0) -> None:
         self.directory = directory
         self.pki = pki
+        self._listen_port = port  # 0, the tests' choice: a free port
         self.chunk_delay = 0.0
         #: Scripted failures: each request answers the next (status, headers) instead, in order.
         self.fail_next: list[tuple[int, dict[str, str]]] = []
@@ -669,7 +670,7 @@ class FakeProvider:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(self.pki.cert_path, self.pki.key_path)
         context.set_alpn_protocols(["http/1.1"])
-        self._server = _Server(self, context)
+        self._server = _Server(self, context, self._listen_port)
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
@@ -689,3 +690,63 @@ class FakeProvider:
         self._server.server_close()
         self._server.close_live_connections()
         self._thread.join(timeout=5)
+
+
+# ---------------------------------------------------------------------------------------------
+# By hand: python -m tests.support.fake_provider (the README's offline walk-through, ./dev demo)
+# ---------------------------------------------------------------------------------------------
+
+#: The provider hosts a proxy can send here (its certificate names them).
+STAND_IN_FOR = ("api.openai.com", "api.anthropic.com", "generativelanguage.googleapis.com")
+RESOLVE_ADDON = Path(__file__).with_name("resolve.py")
+
+
+def proxy_arguments(port: int, ca_path: Path) -> list[str]:
+    """The mitmdump arguments that send the provider hosts here and trust this fake's CA."""
+    arguments = ["-s", str(RESOLVE_ADDON), "--set", f"ssl_verify_upstream_trusted_ca={ca_path}"]
+    for host in STAND_IN_FOR:
+        arguments += ["--set", f"test_resolve={host}=127.0.0.1:{port}"]
+    return arguments
+
+
+def _main(argv: list[str] | None = None) -> int:
+    """Serve until Ctrl-C or SIGTERM; exit 2 with one line when the port is taken."""
+    import argparse
+    import shlex
+    import signal
+    import tempfile
+
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.support.fake_provider",
+        description="The tests' fake OpenAI/Anthropic provider on 127.0.0.1, until Ctrl-C.",
+    )
+    parser.add_argument("--port", type=int, default=8443, help="0 takes a free port")
+    parser.add_argument("--dir", type=Path, help="where its throwaway CA goes (default: temp)")
+    args = parser.parse_args(argv)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    with contextlib.ExitStack() as cleanup:
+        directory = args.dir or Path(
+            cleanup.enter_context(tempfile.TemporaryDirectory(prefix="fake-provider-"))
+        )
+        provider = FakeProvider(directory, port=args.port)
+        try:
+            cleanup.enter_context(provider)
+        except OSError as e:
+            print(
+                f"fake provider: cannot listen on 127.0.0.1:{args.port}: {e.strerror}",
+                file=sys.stderr,
+            )
+            return 2
+        print(f"fake provider: {provider.base_url} (as {', '.join(STAND_IN_FOR)})")
+        print(f"CA certificate: {provider.ca_path}")
+        print(f"proxy arguments: {shlex.join(proxy_arguments(provider.port, provider.ca_path))}")
+        sys.stdout.flush()
+        while not stop.wait(0.5):
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main())
