@@ -3,7 +3,8 @@
 
 Exit 0: the (verified) hit rate meets --min-hit-rate;
 1: it does not, after the attempts, or a rebuild is not yet allowed (backoff);
-2: bad usage, or the proxy cannot start.
+2: bad usage (an option out of range: --max-attempts 0, a negative delay), or the proxy
+cannot start.
 """
 
 import sys

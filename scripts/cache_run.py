@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Run COMMAND behind a managed provider-cache proxy on 127.0.0.1 (SPEC §7).
 
-Exit: COMMAND's status; with --min-hit-rate and a successful COMMAND, 1 when the
-hit rate is below it; 2 when the proxy cannot start or the usage is wrong.
+Exit: COMMAND's status (128 + N when a signal N killed it); with --min-hit-rate or
+--min-lookups and a successful COMMAND, 1 when the hit rate or the number of lookups is
+below it; 2 when the proxy cannot start or the usage is wrong.
 """
 
 import sys

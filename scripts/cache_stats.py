@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Summarise provider-cache stats and gate CI on the hit rate (SPEC §7).
 
-Exit 0: at or above --min-hit-rate; 1: below; 2: input missing or unreadable.
+Exit 0: at or above --min-hit-rate; 1: below, or fewer provider lookups than
+--min-lookups; 2: input missing or unreadable, or a bad option.
 """
 
 import sys

@@ -138,6 +138,7 @@ def test_json_format_is_the_merged_document_plus_the_gate(
     assert parsed["gate"] == {
         "passed": passed,
         "min_hit_rate": threshold,
+        "min_lookups": 0,
         "verdict": report.gate(document, threshold)[1],
     }
     assert (parsed["hits"], parsed["misses"], parsed["shards"]) == (hits, misses, 1)
@@ -167,3 +168,53 @@ def test_judge_of_summed_shards() -> None:
     assert code == BELOW_THRESHOLD
     assert json.loads(out)["shards"] == 2
     assert json.loads(out)["hit_rate"] == 0.5
+
+
+@pytest.mark.parametrize("fmt", ["text", "json", "markdown"])
+@pytest.mark.parametrize(
+    ("hits", "misses", "threshold", "min_lookups", "verdict"),
+    [
+        (0, 0, 0.95, 1, "0 provider lookups, fewer than the minimum 1"),
+        (0, 0, None, 1, "0 provider lookups, fewer than the minimum 1"),
+        (1, 0, 1.0, 2, "1 provider lookup, fewer than the minimum 2"),
+        (2, 1, 0.5, 4, "3 provider lookups, fewer than the minimum 4"),
+    ],
+)
+def test_too_few_lookups_fail_the_gate_naming_them(
+    hits: int, misses: int, threshold: float | None, min_lookups: int, verdict: str, fmt: str
+) -> None:
+    """SPEC §7: a client that bypassed the proxy must not pass as "nothing stale"."""
+    document = merged(snapshot(hits, misses))
+    code, out = judge(document, threshold, fmt, min_lookups)
+    assert code == BELOW_THRESHOLD
+    expected = f"{verdict}: did the client bypass the proxy?"
+    assert report.gate(document, threshold, min_lookups) == (False, expected)
+    if fmt == "json":
+        gate = json.loads(out)["gate"]
+        assert (gate["passed"], gate["min_lookups"], gate["verdict"]) == (
+            False,
+            min_lookups,
+            expected,
+        )
+    else:
+        assert out.splitlines()[0] in (
+            f"provider-cache: {expected}",
+            f"### ❌ provider-cache: {expected}",
+        )
+
+
+@pytest.mark.parametrize(
+    ("hits", "misses", "threshold", "min_lookups", "code", "verdict"),
+    [
+        (0, 0, 0.95, 0, OK, "no provider lookups were made: nothing is stale"),  # the default
+        (3, 0, 1.0, 3, OK, "hit rate 100.0% meets the threshold 100.0% (3 hits, 0 misses)"),
+        (2, 1, None, 3, OK, "hit rate 66.7% (3 lookups); no threshold set"),
+        (2, 1, 1.0, 3, BELOW_THRESHOLD, "hit rate 66.7% is below the threshold 100.0%"),
+    ],
+)
+def test_enough_lookups_leave_the_verdict_to_the_hit_rate(
+    hits: int, misses: int, threshold: float | None, min_lookups: int, code: int, verdict: str
+) -> None:
+    got_code, out = judge(merged(snapshot(hits, misses)), threshold, "text", min_lookups)
+    assert got_code == code
+    assert out.splitlines()[0].startswith(f"provider-cache: {verdict}")

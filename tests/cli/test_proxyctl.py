@@ -16,7 +16,6 @@ from provider_cache.cli.proxyctl import (
     ADDON,
     CA_FILE,
     CA_VARS,
-    LOOPBACK,
     PROXY_VARS,
     ManagedProxy,
     client_env,
@@ -24,6 +23,8 @@ from provider_cache.cli.proxyctl import (
 )
 
 URL = "http://127.0.0.1:8123"
+#: NO_PROXY's loopback entries. Never `[::1]`: with it in NO_PROXY, httpx.Client() raises.
+ALL_LOOPBACK = "localhost,127.0.0.1,::1"
 
 # --- find_program ----------------------------------------------------------------------------
 
@@ -108,7 +109,7 @@ def test_client_env_points_every_client_at_the_proxy_and_its_ca(tmp_path: Path) 
     )
     assert env["NODE_USE_ENV_PROXY"] == "1"
     assert env["PROVIDER_CACHE_PROXY"] == URL
-    assert env["NO_PROXY"] == env["no_proxy"] == "localhost,127.0.0.1,::1" == LOOPBACK
+    assert env["NO_PROXY"] == env["no_proxy"] == ALL_LOOPBACK
     assert set(env) == {
         *PROXY_VARS,
         *CA_VARS,
@@ -124,14 +125,67 @@ def test_client_env_keeps_the_callers_no_proxy(
 ) -> None:
     monkeypatch.setenv("NO_PROXY", "corp.internal,.svc")
     env = client_env(URL, tmp_path / CA_FILE)
-    assert env["NO_PROXY"] == env["no_proxy"] == "corp.internal,.svc,localhost,127.0.0.1,::1"
+    assert env["NO_PROXY"] == env["no_proxy"] == f"corp.internal,.svc,{ALL_LOOPBACK}"
 
 
 def test_client_env_with_an_empty_no_proxy_has_no_leading_comma(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("NO_PROXY", "")
-    assert client_env(URL, tmp_path / CA_FILE)["NO_PROXY"] == LOOPBACK
+    assert client_env(URL, tmp_path / CA_FILE)["NO_PROXY"] == ALL_LOOPBACK
+
+
+def test_client_env_keeps_a_lowercase_no_proxy_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """urllib (and requests) read `no_proxy` first: a caller may have set only that one."""
+    monkeypatch.setenv("no_proxy", "corp.internal")
+    monkeypatch.setenv("NO_PROXY", "corp.internal,.svc")
+    assert client_env(URL, tmp_path / CA_FILE)["no_proxy"] == f"corp.internal,.svc,{ALL_LOOPBACK}"
+
+
+@pytest.mark.parametrize(
+    ("cache_hosts", "no_proxy"),
+    [
+        ([], ALL_LOOPBACK),
+        (["builtin", "llm.internal.example"], ALL_LOOPBACK),
+        (["builtin", "localhost"], "127.0.0.1,::1"),
+        (["LocalHost."], "127.0.0.1,::1"),  # as the proxy compares hosts
+        (["127.0.0.1"], "localhost,::1"),
+        (["::1"], "localhost,127.0.0.1"),
+        (["127.0.0.*"], "localhost,::1"),  # a glob that matches one
+        (["*"], ""),  # every host is cached: none of them may bypass the proxy
+    ],
+)
+def test_loopback_hosts_named_in_cache_hosts_stay_proxied(
+    tmp_path: Path, cache_hosts: list[str], no_proxy: str
+) -> None:
+    """SPEC §7: a local model server or test fake named in cache_hosts is to be cached; in
+    NO_PROXY its requests would bypass the cache silently."""
+    options = ["cache_mode=replay", *(f"cache_hosts={host}" for host in cache_hosts)]
+    env = ManagedProxy(cache_dir=tmp_path, options=options, port=8555).client_env()
+    assert env["NO_PROXY"] == env["no_proxy"] == no_proxy
+
+
+def test_the_callers_no_proxy_entries_that_cover_a_cached_loopback_host_are_left_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever form exempts the host in some client: a name (curl and Node also exempt
+    `.name`), a `host:port` (requests, Node), an IP network (curl, requests)."""
+    kept = "corp.internal,[::1]:11434,10.0.0.0/8"
+    covering = "LOCALHOST,localhost:11434,.localhost,*.localhost,127.0.0.0/8,127.0.0.1:8000,*"
+    monkeypatch.setenv("NO_PROXY", f"{kept},{covering}")
+    options = ["cache_hosts=localhost", "cache_hosts=127.0.0.1"]
+    env = ManagedProxy(cache_dir=tmp_path, options=options, port=8555).client_env()
+    assert env["NO_PROXY"] == f"{kept},::1"
+
+
+def test_a_bad_cache_hosts_value_leaves_the_loopback_exemptions_as_they_are(
+    tmp_path: Path,
+) -> None:
+    """The proxy refuses it at start-up; the clients' variables are not where to fail."""
+    proxy = ManagedProxy(cache_dir=tmp_path, options=["cache_hosts="], port=8555)
+    assert proxy.client_env()["NO_PROXY"] == ALL_LOOPBACK
 
 
 def test_client_env_does_not_change_this_processs_environment(tmp_path: Path) -> None:

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from provider_cache.core.hosts import BUILTIN_ALIAS, BUILTIN_HOSTS, HostMatcher, expand
+from provider_cache.core.hosts import (
+    BUILTIN_ALIAS,
+    BUILTIN_HOSTS,
+    HostMatcher,
+    expand,
+    host_regex,
+    intercepted,
+)
 
 BUILTIN = HostMatcher(expand([BUILTIN_ALIAS]))
 
@@ -162,3 +171,56 @@ def test_the_endpoint_host_is_never_a_provider(pattern: str) -> None:
     matches = HostMatcher(expand(["builtin", pattern]))
     assert not matches("provider-cache.internal") and not matches("Provider-Cache.Internal.")
     assert matches("api.openai.com")
+
+
+# --- host_regex: the same hosts as mitmproxy allow_hosts entries (issue 13) -----------------
+
+PATTERNS = (*BUILTIN_HOSTS, "llm.internal", "gw?.corp", "gw[12].corp", "gw[!3].corp", "*", "a*b*c")
+HOSTS = (
+    "api.openai.com",
+    "API.OpenAI.com.",
+    "api.openai.com.evil.com",
+    "myres.openai.azure.com",
+    "bedrock-runtime.us-east-1.amazonaws.com",
+    "bedrock-runtime.amazonaws.com",
+    "us-central1-aiplatform.googleapis.com",
+    "gw1.corp",
+    "gw3.corp",
+    "abc",
+    "llm.internal",
+    "xllm.internal",
+    "127.0.0.1",
+)
+
+
+def allowed(pattern: str, host: str, port: int = 443) -> bool:
+    """As mitmproxy's NextLayer matches an allow_hosts entry: searched, ignoring case."""
+    return re.search(host_regex(pattern), f"{host}:{port}", re.IGNORECASE) is not None
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+@pytest.mark.parametrize("host", HOSTS)
+def test_host_regex_allows_exactly_the_hosts_the_matcher_matches(pattern: str, host: str) -> None:
+    assert allowed(pattern, host) is HostMatcher((pattern,))(host)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    pattern=st.sampled_from(PATTERNS),
+    host=st.text("ab.-*:01", min_size=1, max_size=16),
+    port=st.integers(1, 65535),
+)
+def test_property_host_regex_agrees_with_the_matcher(pattern: str, host: str, port: int) -> None:
+    assert allowed(pattern, host, port) is HostMatcher((pattern,))(host)
+
+
+def test_host_regex_needs_the_port_mitmproxy_adds() -> None:
+    assert allowed("api.openai.com", "api.openai.com", 8443)
+    assert not re.search(host_regex("api.openai.com"), "api.openai.com")
+    assert not re.search(host_regex("api.openai.com"), "x.api.openai.com:443")
+
+
+def test_intercepted_hosts_are_the_patterns_and_the_endpoint() -> None:
+    entries = intercepted(("llm.internal",))
+    assert entries == (host_regex("llm.internal"), host_regex("provider-cache.internal"))
+    assert any(re.search(e, "provider-cache.internal:443") for e in intercepted(()))

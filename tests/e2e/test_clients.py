@@ -105,7 +105,8 @@ def test_non_provider_traffic_passes_through_untouched(
     start_proxy, use_proxy, fake: FakeProvider, cache_dir
 ) -> None:
     use_proxy(start_proxy("replay"))  # even replay mode forwards non-provider hosts
-    with httpx.Client(timeout=30) as client:
+    # Tunnelled: the client sees the server's own certificate, not mitmproxy's.
+    with httpx.Client(timeout=30, verify=fake.client_ssl_context()) as client:
         r1 = client.get(f"{fake.base_url}/v1/echo")
         r2 = client.get(f"{fake.base_url}/v1/echo")
     assert r1.status_code == r2.status_code == 200

@@ -153,3 +153,28 @@ def test_json_nested_too_deep_to_parse_exits_2(tmp_path):
     result = run(str(path))
     assert (result.returncode, result.stdout) == (2, ""), result.stderr
     assert result.stderr == f"{path}: not valid JSON (nested too deeply)\n"
+
+
+def test_min_lookups_fails_a_run_that_made_none(tmp_path):
+    """SPEC §7: a client that bypassed the proxy leaves a stats file with no lookups, which
+    passes as "nothing stale" unless a minimum is set."""
+    empty = str(stats_file(tmp_path / "s.json", 0, 0))
+    assert run(empty, "--min-hit-rate", "1.0").returncode == 0  # the default: no minimum
+    result = run(empty, "--min-hit-rate", "1.0", "--min-lookups", "1")
+    assert (result.returncode, result.stderr) == (1, "")
+    assert result.stdout.splitlines()[0] == (
+        "provider-cache: 0 provider lookups, fewer than the minimum 1:"
+        " did the client bypass the proxy?"
+    )
+    markdown = run(empty, "--min-lookups", "1", "--format", "markdown")
+    assert markdown.returncode == 1 and markdown.stdout.startswith("### ❌ provider-cache: 0 ")
+    enough = run(str(stats_file(tmp_path / "t.json", 3, 0)), "--min-lookups", "3")
+    assert enough.returncode == 0, enough.stdout
+
+
+@pytest.mark.parametrize("value", ["-1", "1.5", "many"])
+def test_a_bad_min_lookups_is_one_line_and_exit_2(tmp_path, value):
+    result = run(str(stats_file(tmp_path / "s.json", 1, 0)), "--min-lookups", value)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.startswith("cache_stats.py: argument --min-lookups: ")
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr

@@ -94,6 +94,7 @@ def mitmweb(tmp_path: Path, fake: FakeProvider, cache_dir: Path) -> Iterator[tup
             "web_port": str(web_port),
             "web_open_browser": "false",
             "web_password": token,
+            "allow_hosts": r"^localhost:",  # intercepted, to be shown: others are tunnelled
         },
         resolve=dict.fromkeys(PROVIDER_HOSTS, fake.port),
         upstream_ca=fake.ca_path,

@@ -155,6 +155,9 @@ def test_one_command_heals_then_a_second_run_does_nothing(args_for, fake, cache_
     healed = cli_run(["a", "b"])  # the suite changed: the gate would fail
     assert healed.returncode == 0, healed.stdout + healed.stderr
     assert "rebuilt and verified on attempt 1: hit rate 100.0%" in healed.stdout
+    # The record run's own hit rate is the store's before it recorded (50%): not quoted.
+    assert "attempt 1/3 record: command exited 0; recorded 1 of 1 misses (1 hits)" in healed.stdout
+    assert "50.0%" not in healed.stdout.partition("attempt 1/3 record:")[2]
     served = fake.served
     second = cli_run(["a", "b"])
     assert second.returncode == 0
@@ -191,6 +194,45 @@ def test_a_command_that_fails_before_any_lookup_does_not_pass(tmp_path, cache_di
     out = capsys.readouterr().out
     assert "the cache meets the threshold: nothing to rebuild" in out
     assert out.endswith(": no provider lookups, and the command succeeded\n")
+
+
+def test_min_lookups_fails_a_rebuild_whose_runs_made_none(tmp_path, cache_dir, capsys):
+    """A command whose client bypassed the proxy (here `true`: no request at all) passed as
+    "nothing to rebuild"; with lookups required, every run falls short and says why."""
+    argv = bare_args(tmp_path, cache_dir, "--min-hit-rate", "1.0", "--max-attempts", "1")
+    assert run_rebuild([*argv, "--min-lookups", "1", "--", "true"], FakeClock()) == 1
+    out = capsys.readouterr().out
+    assert "check: command exited 0; no provider lookups" in out
+    assert (
+        "attempt failed: 0 provider lookups, fewer than --min-lookups 1:"
+        " did the client bypass the proxy? (1 consecutive failure(s))"
+    ) in out
+    assert "nothing to rebuild" not in out and "verified on" not in out
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "minimum"),
+    [
+        ("--max-attempts", "0", 1),
+        ("--base-delay", "-1", 0),
+        ("--max-delay", "-5", 0),
+        ("--factor", "0", 1),
+    ],
+)
+def test_a_bad_backoff_option_is_one_line_and_exit_2_before_anything_runs(
+    tmp_path, cache_dir, option, value, minimum
+):
+    """Issue 13: `--max-attempts 0` gave up at once ("after 0 attempt(s)"); a negative delay
+    was taken as none."""
+    argv = [sys.executable, str(SCRIPT), *bare_args(tmp_path, cache_dir, "--min-hit-rate", "1")]
+    result = subprocess.run(
+        [*argv, option, value, "--", "true"], capture_output=True, text=True, timeout=60
+    )
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (
+        f"cache_rebuild.py: argument {option}: must be {minimum} or more: {value!r} (see --help)\n"
+    )
+    assert not cache_dir.exists()  # nothing ran
 
 
 def test_a_wrong_typed_backoff_state_is_ignored_with_one_warning(tmp_path, cache_dir, capsys):

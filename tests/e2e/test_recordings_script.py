@@ -149,7 +149,7 @@ def test_prune_dry_run_then_real(start_proxy, use_proxy, fake, cache_dir):
     proxy.stop()
     dry = recordings(cache_dir, "prune", "--unused-runs", "1", "--dry-run")
     assert dry.returncode == 0
-    assert dry.stdout.count("would remove") == 1 and "last used run 1" in dry.stdout
+    assert dry.stdout.count("would remove") == 1 and "last hit run 1" in dry.stdout
     assert len(keys_of(cache_dir)) == 2
     real = recordings(cache_dir, "prune", "--unused-runs", "1")
     assert real.stdout.count("removed") == 1 and len(keys_of(cache_dir)) == 1

@@ -42,8 +42,9 @@ def test_exact_counts_after_a_known_mix(start_proxy, use_proxy, fake: FakeProvid
             "miss",
             "hit",
         ]
-        for _ in range(2):  # not a provider: passthrough
-            assert client.get(f"{fake.base_url}/v1/echo").status_code == 200
+    for _ in range(2):  # not a provider: two tunnels (its own certificate), each a passthrough
+        with httpx.Client(verify=fake.client_ssl_context(), timeout=30) as other:
+            assert other.get(f"{fake.base_url}/v1/echo").status_code == 200
     for _ in range(3):  # the endpoint itself is never counted
         assert endpoint(proxy, "/stats").status_code == 200
 

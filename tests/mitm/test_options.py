@@ -6,7 +6,11 @@ addon turns it into one OptionsError line at start-up, never a traceback at requ
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -235,3 +239,203 @@ def test_the_option_takes_a_boolean_from_the_command_line(opts: Options) -> None
     assert options.parse(opts).keep_account_headers is True
     with pytest.raises(exceptions.OptionsError):
         opts.set("cache_keep_account_headers=maybe")
+
+
+# --- unknown options and values mitmproxy deferred (issue 13) ---------------------------------
+
+
+@contextlib.contextmanager
+def load_with(cache: ProviderCache, *specs: str) -> Iterator[taddons.context]:
+    """Load the addon the way mitmdump does: `--set` is read first, before any script
+    declares its options, so mitmproxy defers the values of options it does not know yet."""
+    opts = Options()
+    opts.set(*specs, defer=True)
+    with taddons.context(options=opts) as tctx:
+        tctx.master.addons.add(cache)
+        yield tctx
+
+
+def refused_at_load(
+    cache: ProviderCache, capsys: pytest.CaptureFixture[str], *specs: str
+) -> list[str]:
+    with pytest.raises(SystemExit) as stopped, load_with(cache, *specs):
+        pass
+    assert stopped.value.code == 1
+    return capsys.readouterr().err.splitlines()
+
+
+def test_an_unknown_cache_option_stops_the_proxy_naming_the_valid_ones(
+    cache: ProviderCache, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--set cache_mod=replay` used to be kept aside for ever: the proxy recorded."""
+    lines = refused_at_load(cache, capsys, "cache_mod=replay", "cache_dir=x")
+    assert lines == [
+        "provider-cache: unknown option cache_mod (did you mean cache_mode?); the cache "
+        "options are: " + ", ".join(options.NAMES)
+    ]
+    assert "cache_mode" in options.NAMES and "cache_hosts" in options.NAMES
+
+
+@pytest.mark.parametrize(
+    ("spec", "named"),
+    [
+        ("cache-mode=replay", "cache-mode (did you mean cache_mode?)"),
+        ("Cache_Mode=replay", "Cache_Mode (did you mean cache_mode?)"),
+        ("cahce_mode=replay", "cahce_mode (did you mean cache_mode?)"),
+        ("cache_hots=api.example.com", "cache_hots (did you mean cache_hosts?)"),
+        ("cache_turbo=true", "cache_turbo;"),
+    ],
+)
+def test_near_misses_of_cache_options_are_unknown_options_too(
+    cache: ProviderCache, capsys: pytest.CaptureFixture[str], spec: str, named: str
+) -> None:
+    (line,) = refused_at_load(cache, capsys, spec)
+    assert line.startswith(f"provider-cache: unknown option {named}")
+
+
+def test_every_unknown_cache_option_is_named(
+    cache: ProviderCache, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (line,) = refused_at_load(cache, capsys, "cache_mod=replay", "cache_turbo=1")
+    assert line.startswith(
+        "provider-cache: unknown options cache_mod (did you mean cache_mode?), cache_turbo;"
+    )
+
+
+def test_other_addons_options_are_left_for_them(cache: ProviderCache) -> None:
+    """A script loaded after ours declares its options later: mitmproxy applies them then."""
+    with load_with(cache, "test_resolve=api.openai.com=127.0.0.1:1", "cache_mode=replay") as t:
+        assert t.options.cache_mode == "replay"
+        assert set(t.options.deferred) == {"test_resolve"}
+
+
+@pytest.mark.parametrize(
+    ("specs", "message"),
+    [
+        (["cache_window_size=abc"], "cache_window_size takes a whole number; got 'abc'"),
+        (["cache_window_size="], "cache_window_size takes a whole number; got ''"),
+        (
+            ["cache_keep_account_headers=maybe"],
+            "cache_keep_account_headers takes true or false (or nothing, for true); got 'maybe'",
+        ),
+        (["cache_dir=a", "cache_dir=b"], "cache_dir takes one value; got ['a', 'b']"),
+        (["cache_mode"], "cache_mode takes one value; got []"),
+    ],
+)
+def test_a_value_mitmproxy_cannot_convert_stops_the_proxy_with_one_line(
+    cache: ProviderCache, capsys: pytest.CaptureFixture[str], specs: list[str], message: str
+) -> None:
+    """mitmproxy's own conversion raised out of its script loader, which dropped the addon
+    without a word: the proxy ran with no cache at all."""
+    assert refused_at_load(cache, capsys, *specs) == [f"provider-cache: {message}"]
+
+
+def test_deferred_values_are_applied(cache: ProviderCache, tmp_path: Path) -> None:
+    specs = ("cache_window_size=7", "cache_keep_account_headers", "cache_hosts=builtin")
+    with load_with(cache, *specs, "cache_hosts=llm.internal") as tctx:
+        assert tctx.options.deferred == {}
+        assert tctx.options.cache_window_size == 7 and tctx.options.cache_keep_account_headers
+        assert tctx.options.cache_hosts == ["builtin", "llm.internal"]
+
+
+def test_a_typed_value_from_config_yaml_is_checked_too(
+    cache: ProviderCache, capsys: pytest.CaptureFixture[str]
+) -> None:
+    opts = Options()
+    opts.update_defer(cache_window_size="abc")  # what mitmproxy does with config.yaml
+    with taddons.context(options=opts) as tctx, pytest.raises(SystemExit):
+        tctx.master.addons.add(cache)
+    assert (
+        capsys.readouterr().err
+        == "provider-cache: cache_window_size takes a whole number; got 'abc'\n"
+    )
+
+
+# --- a bad value at start-up: one line, before mitmproxy listens --------------------------
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("cache_mode", "bogus", "cache_mode must be one of record, replay, refresh"),
+        ("cache_max_body_size", "abc", "cache_max_body_size must be a positive size"),
+        ("cache_hosts", [""], "cache_hosts: empty host pattern; got ['']"),
+        ("cache_window_size", 0, "cache_window_size must be at least 1"),
+    ],
+)
+def test_a_bad_value_at_start_up_stops_the_proxy_with_one_line(
+    cache: ProviderCache,
+    capsys: pytest.CaptureFixture[str],
+    option: str,
+    value: object,
+    message: str,
+) -> None:
+    """It used to be logged as an error: mitmproxy then started its servers, said
+    "listening at", and only then exited with a third line."""
+    with taddons.context(cache) as tctx, pytest.raises(SystemExit) as stopped:
+        tctx.configure(cache, **{option: value})
+    assert stopped.value.code == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"provider-cache: {message}")
+    assert cache.files is None
+
+
+def test_a_bad_value_on_a_script_reload_is_logged_not_fatal(
+    cache: ProviderCache, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A reload makes a new addon while the proxy runs: it must not end the proxy."""
+    server = Proxyserver()
+    with taddons.context(server, cache) as tctx:
+        server.is_running = True
+        tctx.configure(cache, cache_mode="bogus")
+    assert cache.settings is None
+    assert "provider-cache: cache_mode must be one of" in caplog.text
+
+
+# --- the start-up line ------------------------------------------------------------------------
+
+
+def test_the_startup_line_names_mode_cache_entries_and_hosts(opts: Options) -> None:
+    settings = parse(opts, cache_mode="replay", cache_dir="recordings")
+    assert options.startup_line(settings, 42, read_only=False) == (
+        "provider-cache: replay mode, cache recordings/ (42 entries), hosts api.openai.com, "
+        "*.openai.azure.com, *.services.ai.azure.com, … (+20 more)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("hosts", "entries", "read_only", "said"),
+    [
+        (["llm.internal"], 1, False, "(1 entry), hosts llm.internal"),
+        (["a.x", "b.x", "c.x"], 0, True, "(0 entries, read-only), hosts a.x, b.x, c.x"),
+        (["a.x", "b.x", "c.x", "d.x"], 2, False, "(2 entries), hosts a.x, b.x, c.x, … (+1 more)"),
+        ([], 0, False, "(0 entries), hosts none (nothing is cached)"),
+    ],
+)
+def test_the_startup_line_counts_and_shortens(
+    opts: Options, hosts: list[str], entries: int, read_only: bool, said: str
+) -> None:
+    line = options.startup_line(parse(opts, cache_hosts=hosts), entries, read_only)
+    assert line.startswith("provider-cache: record mode, cache recordings/ ")
+    assert line.endswith(said) and "\n" not in line
+
+
+def test_running_says_the_startup_line_once(
+    cache: ProviderCache, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    with store.Store(tmp_path / "cache") as s:
+        s.put_many([(b"k1", b"v"), (b"k2", b"v")])
+
+    async def scenario() -> None:
+        with taddons.context(Proxyserver(), cache) as tctx:
+            tctx.configure(cache, cache_dir=str(tmp_path / "cache"), cache_hosts=["llm.internal"])
+            cache.running()
+            cache.running()
+            cache.done()
+
+    asyncio.run(scenario())
+    said = [r.message for r in caplog.records if r.message.startswith("provider-cache: record")]
+    assert said == [
+        f"provider-cache: record mode, cache {tmp_path / 'cache'}/ (2 entries), hosts llm.internal"
+    ]

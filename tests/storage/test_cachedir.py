@@ -33,7 +33,16 @@ def test_gitignore_is_written_into_the_cache_dir(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", [LOCK_FILE, USAGE_DIR, STATS_FILE, REBUILD_STATE, ".stats.json.abc123.tmp"]
+    "name",
+    [
+        LOCK_FILE,
+        USAGE_DIR,
+        STATS_FILE,
+        REBUILD_STATE,
+        ".stats.json.abc123.tmp",
+        "pruned-20260102T030405Z.json",  # what prune removed (issue 12)
+        "pruned-20260102T030405Z-2.json",
+    ],
 )
 def test_per_machine_files_are_ignored(name: str) -> None:
     assert ignored(name)

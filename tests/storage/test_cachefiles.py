@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -148,3 +150,68 @@ def test_a_corrupt_usage_log_does_not_block_the_cache(tmp_path: Path):
         assert files.store.get(b"k") == b"v"
     finally:
         files.close()
+
+
+# -- issue 12: overlapping proxies are one run; a run counts only when it ended cleanly --------
+
+#: A second proxy process on the same cache directory: joins, says its run, waits, closes.
+MEMBER = """\
+import sys
+from pathlib import Path
+from provider_cache.storage.cachefiles import CacheFiles
+cache_dir = Path(sys.argv[1])
+files = CacheFiles(cache_dir, cache_dir / "stats.json", 1 << 20)
+print(files.begin_run(), flush=True)
+sys.stdin.readline()
+files.close(lookups=int(sys.argv[2]))
+"""
+
+
+def runs_of(cache_dir: Path) -> dict:
+    usage = Usage(cache_dir, readonly=True)
+    try:
+        return usage.runs()
+    finally:
+        usage.close()
+
+
+def test_proxies_alive_at_the_same_time_share_one_run(cache_dir: Path) -> None:
+    CacheFiles(cache_dir, cache_dir / "stats.json", MAP_SIZE).close()
+    other = subprocess.Popen(
+        [sys.executable, "-c", MEMBER, str(cache_dir), "4"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert other.stdout is not None and other.stdout.readline() == "1\n"
+        files = CacheFiles(cache_dir, cache_dir / "stats.json", MAP_SIZE)
+        assert files.begin_run() == 1  # joined the other's run
+        other.communicate("\n", timeout=30)
+    finally:
+        if other.poll() is None:
+            other.kill()
+            other.communicate()
+    assert files.usage is not None
+    assert not files.usage.runs()[1].counts  # this member has not ended yet
+    files.close(lookups=0)
+    assert runs_of(cache_dir)[1].counts and runs_of(cache_dir)[1].lookups == 4
+    again = CacheFiles(cache_dir, cache_dir / "stats.json", MAP_SIZE)
+    assert again.begin_run() == 2  # no one alive: a new run
+    again.close()
+
+
+def test_closing_without_lookups_given_is_not_a_clean_end(cache_dir: Path) -> None:
+    files = CacheFiles(cache_dir, cache_dir / "stats.json", MAP_SIZE)
+    files.begin_run()
+    files.close()  # e.g. moving to another cache directory mid-run
+    assert runs_of(cache_dir)[1].interrupted and not runs_of(cache_dir)[1].counts
+
+
+def test_a_clean_end_with_lookups_counts(cache_dir: Path) -> None:
+    files = CacheFiles(cache_dir, cache_dir / "stats.json", MAP_SIZE)
+    files.begin_run()
+    files.note_hit("k", 1.0)
+    files.close(lookups=1)
+    assert runs_of(cache_dir)[1].counts
+    assert last_hits(cache_dir) == {"k": LastHit(1, 1.0)}

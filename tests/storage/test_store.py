@@ -104,3 +104,20 @@ def test_a_read_only_store_refuses_writes_with_its_reason(tmp_path: Path):
     store = Store(tmp_path, readonly=True, readonly_because="No space left on device")
     with store, pytest.raises(StoreError, match=r"cannot write cache store .*: No space left on"):
         store.put(b"k", b"v")
+
+
+def test_a_map_grown_again_before_the_retry_is_adopted_again(tmp_path: Path):
+    """Processes growing one map in turn: an operation may see MDB_MAP_RESIZED twice in a row
+   . Each time it adopts the size and retries."""
+    import lmdb
+
+    store = Store(tmp_path)
+    resizes = iter([True, True, True, False])
+
+    def op() -> str:
+        if next(resizes):
+            raise lmdb.MapResizedError("Database contents grew beyond environment mapsize")
+        return "done"
+
+    assert store._retry_resized(op) == "done"
+    store.close()

@@ -11,9 +11,11 @@ and exit 1 (as `verify` does when it finds a bad entry).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
@@ -25,8 +27,8 @@ from provider_cache.core import records, report, textform, timefmt
 from provider_cache.core.records import Entry
 from provider_cache.storage import cachedir
 from provider_cache.storage.atomic import write_atomically_bytes
-from provider_cache.storage.store import Store, StoreError
-from provider_cache.storage.usage import LastHit, Usage
+from provider_cache.storage.store import Store, StoreError, Txn
+from provider_cache.storage.usage import KeyUsage, LastHit, Usage, Window, note_arrivals, window
 
 MIN_PREFIX = 6
 #: What import and merge say they did not do.
@@ -126,10 +128,6 @@ def size(n: int) -> str:
             return f"{n}{unit}"
         n //= 1024
     return f"{n}G"
-
-
-def last_used(entry: Entry, hit: LastHit | None) -> int:
-    return max(int(entry.meta.get("recorded_run", 0)), hit.run if hit else 0)
 
 
 # -- read-only actions ---------------------------------------------------------------------
@@ -326,32 +324,162 @@ def _forget_usage(cache_dir: Path, keys: list[str]) -> None:
 
 
 def do_prune(args: argparse.Namespace, cache_dir: Path) -> int:
-    if args.unused_runs < 1:
+    """Remove entries on evidence only (see storage/usage.py): unused in the last N counted
+    runs and/or recorded longer ago than AGE (both given: entries that are both). What goes
+    is listed, then kept in a file `import` restores, written before anything is deleted."""
+    if args.unused_runs is None and args.older_than is None:
+        raise Fail("prune: give --unused-runs N, --older-than AGE, or both")
+    if args.unused_runs is not None and args.unused_runs < 1:
         raise Fail("--unused-runs must be at least 1")
     require_store(cache_dir)
-    usage = Usage.open_if_present(cache_dir)
-    if usage is None or usage.current_run() == 0:
-        print("no runs recorded yet: nothing is known to be unused")
+    removed_to = None if args.dry_run else _removed_path(args.removed_to, cache_dir)
+    goes, criteria = _prune_rule(args, cache_dir)
+    if goes is None:
+        print(f"{criteria}: nothing is known to be unused; nothing removed")
         return OK
-    current, hits = usage.current_run(), usage.all_hits()
-    usage.close()
-    cutoff = current - args.unused_runs
     with open_store(cache_dir, readonly=args.dry_run) as store:
+        rows = [(key, value, decode(key, value).entry) for key, value in store.items()]
         # A corrupt entry is not known to be unused: prune never removes one.
-        stale = [e for e in entries(scan(store)) if last_used(e, hits.get(e.key)) <= cutoff]
-        verb = "would remove" if args.dry_run else "removed"
-        for e in stale:
-            if not args.dry_run:
-                store.delete(e.key.encode())
-            used = last_used(e, hits.get(e.key))
-            request = f"{e.request.method} {e.request.url}"
-            print(f"{verb} {e.key[:12]}  last used run {used or 'never'}  {request}")
-    if not args.dry_run:
-        _forget_usage(cache_dir, [e.key for e in stale])
+        stale = [(key, value, e) for key, value, e in rows if e is not None and goes(e)]
+        if stale and removed_to is not None:  # kept first: if that fails, nothing goes
+            _keep_removed(removed_to, [e for _, _, e in stale], cache_dir)
+        verb = "would remove" if args.dry_run else "removing"
+        for _, _, e in stale:
+            print(f"{verb} {_pruned_line(e, goes.usage.get(e.key))}")
+        if args.dry_run or not stale:
+            would = "would be removed; " if stale else ""
+            dry = " (--dry-run)" if args.dry_run else ""
+            print(f"{len(stale)} of {len(rows)} entries {criteria}: {would}nothing removed{dry}")
+            return OK
+        gone = set(store.write(_deleter([(key, value) for key, value, _ in stale])))
+    changed = len(stale) - len(gone)
+    kept = f" ({changed} changed meanwhile and were kept)" if changed else ""
     print(
-        f"{len(stale)} entries not used in the last {args.unused_runs} runs (current run {current})"
+        f"removed {len(gone)} of {len(rows)} entries {criteria}{kept}; restore them with:"
+        f" recordings import {removed_to}"
     )
+    try:
+        _forget_usage(cache_dir, [e.key for key, _, e in stale if key in gone])
+    except StoreError as e:  # bookkeeping: a removed key's usage record is harmless
+        print(f"warning: {e}: the usage log still lists the removed entries", file=sys.stderr)
     return OK
+
+
+@dataclass
+class PruneRule:
+    """Whether an entry goes: each criterion given must hold."""
+
+    window: Window | None
+    cutoff: float | None
+    usage: dict[str, KeyUsage]
+
+    def __call__(self, entry: Entry) -> bool:
+        if self.cutoff is not None and not entry.recorded_at < self.cutoff:
+            return False
+        return self.window is None or self.window.unused(
+            entry.recorded_at, self.usage.get(entry.key)
+        )
+
+
+def _prune_rule(args: argparse.Namespace, cache_dir: Path) -> tuple[PruneRule | None, str]:
+    """The rule and the words for it; no rule (and why) when too few runs count."""
+    criteria = []
+    last_runs, key_usage = None, {}
+    if args.unused_runs is not None:
+        n = args.unused_runs
+        log = Usage.open_if_present(cache_dir)
+        runs, total = ({}, 0) if log is None else (log.runs(), log.current_run())
+        key_usage = log.all_keys() if log is not None else {}
+        if log is not None:
+            log.close()
+        last_runs = window(runs, n)
+        if last_runs is None:
+            counted = sum(record.counts for record in runs.values())
+            return None, (
+                f"only {_plural(counted, 'counted run')} of the {n} needed"
+                f" ({_plural(total, 'run')} in all; a run counts when it made lookups and"
+                " ended cleanly)"
+            )
+        criteria.append(
+            f"not hit in the last {_plural(n, 'counted run')} ({_runs(last_runs.runs)})"
+        )
+    cutoff = None
+    if args.older_than is not None:
+        cutoff = time.time() - args.older_than
+        criteria.append(f"recorded before {when(cutoff)} UTC")
+    return PruneRule(last_runs, cutoff, key_usage), " and ".join(criteria)
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def _runs(numbers: list[int]) -> str:
+    if len(numbers) == 1:
+        return f"run {numbers[0]}"
+    if len(numbers) <= 6:
+        return "runs " + ", ".join(map(str, numbers))
+    return f"runs {numbers[0]} … {numbers[-1]}"
+
+
+def _pruned_line(entry: Entry, key_usage: KeyUsage | None) -> str:
+    hit = key_usage.hit if key_usage else None
+    last = f"run {hit.run}" if hit else "never"
+    return (
+        f"{entry.key[:12]}  recorded {when(entry.recorded_at)}  last hit {last}"
+        f"  {entry.request.method} {entry.request.url}"
+    )
+
+
+def _removed_path(given: str | None, cache_dir: Path) -> Path:
+    """`--removed-to`, which must be a new file, or a new `pruned-<time>.json` in the cache."""
+    if given:
+        path = Path(given)
+        try:
+            exists, parent_is_dir = path.exists(), path.parent.is_dir()
+        except OSError as e:
+            raise Fail(f"cannot write {path}: {e.strerror or e}") from None
+        if exists:
+            raise Fail(f"{path} exists: not overwriting it; give --removed-to a new file")
+        if not parent_is_dir:  # a typo is not a directory to create
+            raise Fail(f"cannot write {path}: No such file or directory")
+        return path
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    path, n = cache_dir / f"{cachedir.PRUNED_PREFIX}{stamp}{cachedir.PRUNED_SUFFIX}", 1
+    while path.exists():  # two prunes within a second
+        n += 1
+        path = cache_dir / f"{cachedir.PRUNED_PREFIX}{stamp}-{n}{cachedir.PRUNED_SUFFIX}"
+    return path
+
+
+def _keep_removed(path: Path, removed: list[Entry], cache_dir: Path) -> None:
+    """The export text of what goes, durable on disk before anything is deleted."""
+    if path.parent.resolve() == cache_dir.resolve():
+        with contextlib.suppress(OSError):  # keeps it out of version control
+            cachedir.ensure_gitignore(cache_dir)
+    _writing(path, lambda: write_atomically_bytes(path, textform.dumps(removed).encode()))
+    _writing(path, lambda: _fsync_directory(path.parent))  # the rename itself is durable
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _deleter(items: list[tuple[bytes, bytes]]) -> Callable[[Txn], list[bytes]]:
+    """One transaction deleting each key that still holds the value prune saw (a proxy may
+    have recorded it again meanwhile); returns the keys deleted."""
+
+    def delete(txn: Txn) -> list[bytes]:
+        gone = [key for key, value in items if txn.get(key) == value]
+        for key in gone:
+            txn.delete(key)
+        return gone
+
+    return delete
 
 
 def do_import(args: argparse.Namespace, cache_dir: Path) -> int:
@@ -402,6 +530,17 @@ def _key_bytes(entry: Entry, source: str, action: str) -> bytes:
     return raw
 
 
+def _note_arrivals(cache_dir: Path, keys: list[bytes]) -> None:
+    """Merged and imported entries arrived now: no run before this may make them unused."""
+    try:
+        note_arrivals(cache_dir, keys)
+    except StoreError as e:
+        print(
+            f"warning: {e}: `prune --unused-runs` may count runs from before these entries arrived",
+            file=sys.stderr,
+        )
+
+
 def _merge_in(
     cache_dir: Path, incoming: list[Entry], *, dry_run: bool, source: str, action: str
 ) -> int:
@@ -410,20 +549,24 @@ def _merge_in(
     All or nothing: a key LMDB cannot hold, or a corrupt entry of ours under an incoming key
     (perhaps written by a newer version: it is not ours to overwrite), stops it before any write.
     """
-    keyed = [(_key_bytes(entry, source, action), entry) for entry in incoming]
-    added = updated = kept = same = 0
-    writes = []
-    with open_store(cache_dir, readonly=False, create=True) as store:
-        for raw_key, entry in keyed:
-            packed = records.pack(entry)
-            current = store.get(raw_key)
+    planned = [(_key_bytes(e, source, action), e, records.pack(e)) for e in incoming]
+
+    def merge(txn: Txn) -> tuple[list[bytes], list[str], dict[str, int]]:
+        """Decided in the transaction that writes: a proxy's recording cannot land between
+        our look at a key and the write that would replace it with an older entry. Run again
+        from scratch if the map must grow, so it only returns what it did."""
+        written: list[bytes] = []
+        conflicts: list[str] = []
+        counts = dict.fromkeys(("added", "updated", "kept", "same"), 0)
+        for raw_key, entry, packed in planned:
+            current = txn.get(raw_key)
             if current is None:
-                added += 1
+                counts["added"] += 1
             elif current == packed:
-                same += 1
+                counts["same"] += 1
                 continue
             else:
-                stored = decode(raw_key, current)
+                stored = decode(raw_key, bytes(current))
                 if stored.entry is None:
                     raise Fail(
                         f"{action}: our entry {entry.key} is corrupt ({stored.problem}): nothing"
@@ -435,17 +578,29 @@ def _merge_in(
                 if ours.response != entry.response:
                     winner = "theirs" if newer else "ours"
                     request = f"{entry.request.method} {entry.request.url}"
-                    print(f"conflict {entry.key[:12]} {request}: kept {winner} (newer)")
+                    conflicts.append(f"conflict {entry.key[:12]} {request}: kept {winner} (newer)")
                 if not newer:
-                    kept += 1
+                    counts["kept"] += 1
                     continue
-                updated += 1
-            writes.append((raw_key, packed))
+                counts["updated"] += 1
+            if not dry_run:
+                txn.put(raw_key, packed)
+            written.append(raw_key)
+        return written, conflicts, counts
+
+    with open_store(cache_dir, readonly=False, create=True) as store:
+        need = sum(len(raw_key) + len(packed) for raw_key, _, packed in planned)
+        written, conflicts, counts = store.write(merge, need=need)
         if not dry_run:
-            store.put_many(writes)
+            _note_arrivals(cache_dir, written)
+    for line in conflicts:
+        print(line)
     prefix = "would merge" if dry_run else "merged"
-    counts = f"{added} added, {updated} replaced by newer, {kept} kept, {same} identical"
-    print(f"{prefix} {source}: {counts}")
+    summary = (
+        f"{counts['added']} added, {counts['updated']} replaced by newer, {counts['kept']} kept,"
+        f" {counts['same']} identical"
+    )
+    print(f"{prefix} {source}: {summary}")
     return OK
 
 

@@ -8,6 +8,7 @@ and returns the code, never a traceback.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import signal
 import sys
@@ -44,6 +45,66 @@ def hit_rate(text: str) -> float:
     return value
 
 
+#: The units of an age: `30d`, `12h`, `90m`, `45s`, `2w`.
+AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def age(text: str) -> float:
+    """An age in seconds from `30d`, `12h`, `90m`, `45s` or `2w`."""
+    number, unit = text[:-1], text[-1:].lower()
+    try:
+        value = float(number) * AGE_UNITS[unit]
+    except (KeyError, ValueError):
+        units = ", ".join(AGE_UNITS)
+        raise argparse.ArgumentTypeError(
+            f"not an age: {text!r} (a number and a unit, one of {units}: 30d, 12h)"
+        ) from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"not an age: {text!r} (must be 0 or more)")
+    return value
+
+
+def _at_least(text: str, minimum: float, kind: type[int] | type[float], what: str) -> float:
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"not {what}: {text!r}")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be {minimum:g} or more: {text!r}")
+    return value
+
+
+def seconds(text: str) -> float:
+    """A delay: a finite number of seconds, 0 or more."""
+    return _at_least(text, 0, float, "a number of seconds")
+
+
+def growth(text: str) -> float:
+    """A backoff factor: 1 (the same delay each time) or more."""
+    return _at_least(text, 1, float, "a number")
+
+
+def count(text: str) -> int:
+    return int(_at_least(text, 0, int, "a whole number"))
+
+
+def attempts(text: str) -> int:
+    return int(_at_least(text, 1, int, "a whole number"))
+
+
+#: A run without lookups has nothing stale, but a client that bypassed the proxy made none.
+MIN_LOOKUPS_HELP = (
+    "exit 1 when the run made fewer provider lookups: a client that bypassed the proxy must"
+    " not pass as nothing stale (default 0: no minimum)"
+)
+
+
+def add_min_lookups(p: argparse.ArgumentParser, help: str = MIN_LOOKUPS_HELP) -> None:
+    p.add_argument("--min-lookups", type=count, default=0, metavar="N", help=help)
+
+
 def add_stats_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "files",
@@ -55,6 +116,7 @@ def add_stats_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--min-hit-rate", type=hit_rate, metavar="F", help="exit 1 below this (0.95 or 95%%)"
     )
+    add_min_lookups(p)
     p.add_argument("--format", choices=("text", "json", "markdown"), default="text")
 
 
@@ -62,9 +124,11 @@ def add_cache_dir(p: argparse.ArgumentParser, help: str) -> None:
     p.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR, help=f"{help} (default: %(default)s)")
 
 
-def add_proxy_arguments(p: argparse.ArgumentParser) -> None:
+def add_proxy_arguments(p: argparse.ArgumentParser, outputs: bool = True) -> None:
+    """`outputs`: the one proxy's stats file and log can be named (not so for rebuild's runs)."""
     add_cache_dir(p, "LMDB directory")
-    p.add_argument("--stats-file", help=f"stats file (default: <cache-dir>/{STATS_FILE})")
+    if outputs:
+        p.add_argument("--stats-file", help=f"stats file (default: <cache-dir>/{STATS_FILE})")
     p.add_argument("--confdir", help="mitmproxy confdir holding the CA (default: ~/.mitmproxy)")
     p.add_argument(
         "--set",
@@ -82,13 +146,15 @@ def add_proxy_arguments(p: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="extra mitmproxy addon script, repeatable",
     )
-    p.add_argument("--proxy-log", help="write mitmdump's output to this file")
+    if outputs:
+        p.add_argument("--proxy-log", help="write mitmdump's output to this file")
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", choices=MODES, default=DEFAULT_MODE)
     p.add_argument("--min-hit-rate", type=hit_rate, metavar="F", help="also gate on the hit rate")
+    add_min_lookups(p)
     p.add_argument(
         "--format", choices=("text", "json", "markdown"), default="text", help="gate report format"
     )
@@ -103,11 +169,16 @@ def command_of(args: argparse.Namespace) -> list[str]:
 
 
 class Terminated(Exception):
-    """SIGTERM (a cancelled CI job): unwound like Ctrl-C, so managed proxies are stopped."""
+    """SIGTERM (a cancelled CI job) or SIGHUP (its terminal closed): unwound like Ctrl-C, so
+    managed proxies and commands are stopped."""
+
+    def __init__(self, signum: int = signal.SIGTERM):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
 def _terminate(signum: int, frame: object) -> None:
-    raise Terminated
+    raise Terminated(signum)
 
 
 #: A reader that stopped reading (`… | head`): the status of a process killed by SIGPIPE.
@@ -116,6 +187,8 @@ BROKEN_PIPE = 128 + signal.SIGPIPE
 
 def run(main: Callable[[argparse.Namespace], int], parser: Parser, argv: list[str] | None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
+    if signal.getsignal(signal.SIGHUP) is signal.SIG_DFL:  # not under nohup
+        signal.signal(signal.SIGHUP, _terminate)
     try:
         code = _run(main, parser, argv)
         if sys.stdout is not None:  # None when started with stdout closed
@@ -139,9 +212,9 @@ def _run(main: Callable[[argparse.Namespace], int], parser: Parser, argv: list[s
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except Terminated:
-        print("terminated", file=sys.stderr)
-        return 143
+    except Terminated as e:
+        print("terminated" if e.signum == signal.SIGTERM else f"terminated by {e}", file=sys.stderr)
+        return 128 + e.signum
 
 
 def add_recordings_arguments(p: argparse.ArgumentParser) -> None:
@@ -155,8 +228,29 @@ def add_recordings_arguments(p: argparse.ArgumentParser) -> None:
     show.add_argument("key", help="a key or a unique prefix of one (6+ characters)")
     rm = sub.add_parser("rm", help="delete entries")
     rm.add_argument("keys", nargs="+", metavar="KEY")
-    prune = sub.add_parser("prune", help="delete entries not used in the last N runs")
-    prune.add_argument("--unused-runs", type=int, required=True, metavar="N")
+    prune = sub.add_parser(
+        "prune", help="delete entries not hit in the last N counted runs, or older than AGE"
+    )
+    prune.add_argument(
+        "--unused-runs",
+        type=int,
+        metavar="N",
+        help="entries present in each of the last N counted runs (runs that made lookups and"
+        " ended cleanly) and hit in none",
+    )
+    prune.add_argument(
+        "--older-than",
+        type=age,
+        metavar="AGE",
+        help="entries recorded longer ago than AGE (30d, 12h); with --unused-runs: entries"
+        " that are both",
+    )
+    prune.add_argument(
+        "--removed-to",
+        metavar="PATH",
+        help="where the removed entries are kept for `import` (default:"
+        " <cache-dir>/pruned-<time>.json)",
+    )
     prune.add_argument("--dry-run", action="store_true", help="only list what would go")
     export = sub.add_parser("export", help="diffable text (default) or a .mitm flow file")
     export.add_argument("-o", "--output", help="file to write (default: stdout, text only)")
@@ -175,15 +269,18 @@ def add_rebuild_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-hit-rate", type=hit_rate, required=True, metavar="F")
     p.add_argument("--full", action="store_true", help="rebuild from scratch into a fresh store")
     p.add_argument("--force", action="store_true", help="ignore the backoff window")
-    p.add_argument("--base-delay", type=float, default=30.0, metavar="S", help="default 30")
-    p.add_argument("--factor", type=float, default=2.0, help="default 2")
-    p.add_argument("--max-delay", type=float, default=900.0, metavar="S", help="cap, default 900")
-    p.add_argument("--max-attempts", type=int, default=3, metavar="N", help="default 3")
-    p.add_argument(
-        "--fresh-for",
-        type=float,
-        default=600.0,
-        metavar="S",
-        help="after a verified run, skip checks for this long (default 600)",
+    add_min_lookups(
+        p, "a replay run (check or verify) with fewer provider lookups falls short (default 0)"
     )
-    add_proxy_arguments(p)
+    p.add_argument(
+        "--base-delay", type=seconds, default=30.0, metavar="S", help="first delay (default 30)"
+    )
+    p.add_argument(
+        "--factor", type=growth, default=2.0, metavar="X", help="delay growth, 1+ (default 2)"
+    )
+    p.add_argument(
+        "--max-delay", type=seconds, default=900.0, metavar="S", help="cap (default 900)"
+    )
+    p.add_argument("--max-attempts", type=attempts, default=3, metavar="N", help="1+ (default 3)")
+    # Each run's stats and log go to the rebuild's work directory, named when it fails.
+    add_proxy_arguments(p, outputs=False)

@@ -61,15 +61,14 @@ def load(args: argparse.Namespace) -> dict:
     return report.merge(docs)
 
 
-def judge(merged: dict, min_hit_rate: float | None, fmt: str) -> tuple[int, str]:
-    passed, verdict = report.gate(merged, min_hit_rate)
+def judge(
+    merged: dict, min_hit_rate: float | None, fmt: str, min_lookups: int = 0
+) -> tuple[int, str]:
+    passed, verdict = report.gate(merged, min_hit_rate, min_lookups)
     if fmt == "json":
+        thresholds = {"min_hit_rate": min_hit_rate, "min_lookups": min_lookups}
         out = json.dumps(
-            {
-                **merged,
-                "gate": {"passed": passed, "min_hit_rate": min_hit_rate, "verdict": verdict},
-            },
-            indent=2,
+            {**merged, "gate": {"passed": passed, **thresholds, "verdict": verdict}}, indent=2
         )
     elif fmt == "markdown":
         out = report.render_markdown(merged, verdict, passed)
@@ -79,6 +78,6 @@ def judge(merged: dict, min_hit_rate: float | None, fmt: str) -> tuple[int, str]
 
 
 def main(args: argparse.Namespace) -> int:
-    code, out = judge(load(args), args.min_hit_rate, args.format)
+    code, out = judge(load(args), args.min_hit_rate, args.format, args.min_lookups)
     print(out)
     return code

@@ -6,6 +6,7 @@ Used by cache_run.py and cache_rebuild.py, and by the end-to-end tests.
 from __future__ import annotations
 
 import ctypes
+import ipaddress
 import os
 import signal
 import socket
@@ -14,9 +15,11 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from provider_cache.core import hosts
 from provider_cache.core.names import ENDPOINT_STATS_URL
 
 #: The mitmproxy script of the package: the same wiring as the checkout's addon/cache.py.
@@ -25,7 +28,10 @@ ADDON = Path(__file__).resolve().parents[1] / "addon.py"
 PROXY_VARS = ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy")
 CA_FILE = "mitmproxy-ca-cert.pem"
 CA_VARS = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "NODE_EXTRA_CA_CERTS")
-LOOPBACK = "localhost,127.0.0.1,::1"
+#: Loopback hosts, as NO_PROXY entries that curl, httpx, requests and Node read alike.
+#: Not `[::1]`, which urllib and Node's undici would need for IPv6 loopback: it makes every
+#: httpx client fail (InvalidURL); not a CIDR (`127.0.0.0/8`): only curl and requests read it.
+LOOPBACK = ("localhost", "127.0.0.1", "::1")
 #: Runs a mitmproxy tool from this interpreter when its console script is not beside it.
 _LAUNCHER = (
     "import sys; from mitmproxy.tools import main; sys.exit(getattr(main, sys.argv.pop(1))())"
@@ -52,15 +58,61 @@ def default_confdir() -> Path:
     return Path("~/.mitmproxy").expanduser()
 
 
-def client_env(url: str, ca_cert: Path) -> dict[str, str]:
-    """What clients need: the proxy for Python, curl and Node, and trust in its CA."""
+def client_env(url: str, ca_cert: Path, cached: Sequence[str] = ()) -> dict[str, str]:
+    """What clients need: the proxy for Python, curl and Node, and trust in its CA.
+
+    `cached` is the proxy's `cache_hosts`: loopback hosts it names stay proxied.
+    """
     ca = str(ca_cert)
-    no_proxy = ",".join(filter(None, [os.environ.get("NO_PROXY", ""), LOOPBACK]))
+    no_proxy = no_proxy_for(cached)
     env = dict.fromkeys(PROXY_VARS, url)
     env |= {"NO_PROXY": no_proxy, "no_proxy": no_proxy, "NODE_USE_ENV_PROXY": "1"}
     env |= dict.fromkeys(CA_VARS, ca)
     env["PROVIDER_CACHE_PROXY"] = url
     return env
+
+
+def no_proxy_for(cached: Sequence[str]) -> str:
+    """The caller's NO_PROXY plus loopback: a client's own local servers are no provider.
+
+    A loopback host that `cached` names (a local model server, a test fake) is left out,
+    and so is each of the caller's entries that would exempt it: in NO_PROXY, its requests
+    would bypass the cache silently.
+    """
+    proxied = [host for host in LOOPBACK if _matches(cached, host)]
+    caller = f"{os.environ.get('no_proxy', '')},{os.environ.get('NO_PROXY', '')}".split(",")
+    entries = [e.strip() for e in caller if e.strip()]
+    entries = [e for e in entries if not any(_exempts(e, host) for host in proxied)]
+    entries += [host for host in LOOPBACK if host not in proxied]
+    return ",".join(dict.fromkeys(entries))
+
+
+def _matches(patterns: Sequence[str], host: str) -> bool:
+    """Whether the proxy caches `host`: its own expansion and matcher. A bad pattern stops the
+    proxy at start-up; here it only means no loopback host is cached."""
+    try:
+        return hosts.HostMatcher(hosts.expand(patterns))(host)
+    except ValueError:
+        return False
+
+
+def _exempts(entry: str, host: str) -> bool:
+    """Whether a NO_PROXY entry exempts the loopback `host` in some client: the name, with a
+    port (`localhost:11434`, `[::1]:8000`) or a leading `.` / `*.`, or an IP network."""
+    name = entry.lower()
+    if name == "*":  # every host
+        return True
+    if name.startswith("["):
+        name = name[1:].partition("]")[0]
+    elif name.count(":") == 1:
+        name = name.partition(":")[0]
+    name = name.removeprefix("*").lstrip(".")
+    if name == host:
+        return True
+    try:
+        return ipaddress.ip_address(host) in ipaddress.ip_network(name, strict=False)
+    except ValueError:  # a name, or `localhost`, which is no address
+        return False
 
 
 #: Linux's prctl(2) option that signals a child when its parent dies.
@@ -179,7 +231,12 @@ class ManagedProxy:
         return self.proc.returncode
 
     def client_env(self) -> dict[str, str]:
-        return client_env(self.url, self.ca_cert)
+        return client_env(self.url, self.ca_cert, self.cache_hosts())
+
+    def cache_hosts(self) -> list[str]:
+        """The `cache_hosts` patterns given (each `--set` adds one); none: the built-in list."""
+        settings = (option.partition("=") for option in self.options)
+        return [value for name, _, value in settings if name == "cache_hosts"]
 
     def __enter__(self) -> ManagedProxy:
         return self.start()

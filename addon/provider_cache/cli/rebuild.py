@@ -32,7 +32,8 @@ from provider_cache.cli.proxyctl import ManagedProxy
 from provider_cache.cli.runner import run_behind
 from provider_cache.core import report
 from provider_cache.core.timefmt import stamp_utc
-from provider_cache.storage import cachedir
+from provider_cache.storage import cachedir, usage
+from provider_cache.storage.store import StoreError
 
 HEARTBEAT = 30.0
 
@@ -56,6 +57,7 @@ class Run:
     stats: dict | None
     #: The providers' retry-after seen by the record run before this one, if it was limited.
     limited_for: float | None = None
+    mode: str = "replay"
 
     @property
     def lookups(self) -> int:
@@ -65,11 +67,12 @@ class Run:
     def hit_rate(self) -> float | None:
         return self.stats["hits"] / self.lookups if self.stats and self.lookups else None
 
-    def meets(self, threshold: float) -> bool:
+    def meets(self, threshold: float, min_lookups: int = 0) -> bool:
         """With lookups, the hit rate decides. A run without any has nothing to be stale,
         but only if its command succeeded: one that failed before it sent a request (a
-        broken command, `false`) says nothing about the recordings."""
-        if self.stats is None:
+        broken command, `false`) says nothing about the recordings. Fewer lookups than
+        `min_lookups` (a client that bypassed the proxy) never meet it."""
+        if self.stats is None or self.lookups < min_lookups:
             return False
         if self.hit_rate is None:
             return self.status == OK
@@ -81,6 +84,9 @@ class Run:
             return "no stats"
         if self.hit_rate is None:
             return "no provider lookups"
+        if self.mode == "record":  # its hit rate is the store's before it recorded: stale
+            recorded, misses = self.stats.get("recorded", 0), self.stats["misses"]
+            return f"recorded {recorded} of {misses} misses ({self.stats['hits']} hits)"
         return f"hit rate {report.percent(self.hit_rate)}"
 
     @property
@@ -135,7 +141,7 @@ class Rebuild:
                 stats = gate.load_file(stats_file)
             except Fail as e:
                 self.say(f"{label}: {e}")
-        run = Run(status, stats)
+        run = Run(status, stats, mode=mode)
         self.say(f"{label}: command exited {status}; {run.outcome}")
         return run
 
@@ -143,18 +149,23 @@ class Rebuild:
         """Record (into a fresh store with --full), then verify in replay mode."""
         target = self.fresh_dir() if self.args.full else self.cache_dir
         recorded = self.run("record", target, f"attempt {number}/{self.policy.max_attempts} record")
-        verified = self.run("replay", target, f"attempt {number}/{self.policy.max_attempts} verify")
-        if recorded.stats and recorded.stats.get("rate_limited"):
+        limited = recorded.stats.get("rate_limited", 0) if recorded.stats else 0
+        if limited:
             self.say(
-                f"providers rate-limited {recorded.stats['rate_limited']} requests"
+                f"providers rate-limited {limited} requests"
                 f" (retry-after {recorded.retry_after or 'not given'})"
             )
+        verified = self.run("replay", target, f"attempt {number}/{self.policy.max_attempts} verify")
+        if limited:
             # Kept beside the stats: a verify run that left none must not pass for one with
             # no lookups.
             verified.limited_for = recorded.retry_after
         if self.args.full:
-            self.finish_full(target, verified.meets(self.args.min_hit_rate))
+            self.finish_full(target, self.meets(verified))
         return verified
+
+    def meets(self, run: Run) -> bool:
+        return run.meets(self.args.min_hit_rate, self.args.min_lookups)
 
     def fresh_dir(self) -> Path:
         fresh = self.cache_dir.parent / f".{self.cache_dir.name}.rebuild"
@@ -167,6 +178,10 @@ class Rebuild:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
             os.replace(fresh / cachedir.DATA_FILE, self.cache_dir / cachedir.DATA_FILE)
             self.say(f"swapped the verified fresh store into {self.cache_dir}")
+            try:  # its entries arrived now; the old entries' hits are of no use to them
+                usage.note_store_arrived(self.cache_dir)
+            except StoreError as e:
+                self.say(f"{e}: `prune --unused-runs` may count runs from before the swap")
         else:
             self.say("fresh store not verified: the existing store is left as it was")
         shutil.rmtree(fresh, ignore_errors=True)
@@ -186,13 +201,13 @@ class Rebuild:
         if not self.args.full:
             check = self.run("replay", self.cache_dir, "check")
             state.note(self.record("check", check))
-            if check.meets(self.args.min_hit_rate):
+            if self.meets(check):
                 message = "the cache meets the threshold: nothing to rebuild" + last_rebuild(state)
                 return self.succeed(state, check, message)
         for number in range(1, self.policy.max_attempts + 1):
             verified = self.attempt(number)
             state.note(self.record(f"attempt {number}", verified))
-            if verified.meets(self.args.min_hit_rate):
+            if self.meets(verified):
                 return self.succeed(state, verified, f"rebuilt and verified on attempt {number}")
             delay = self.fail(state, verified)
             if number < self.policy.max_attempts:
@@ -241,8 +256,13 @@ class Rebuild:
         backoff.save(self.state_path, state)
         if run.stats is None:
             why = "the run left no stats (see its log)"
-        elif run.hit_rate is None:
+        elif run.hit_rate is None and run.status != OK:
             why = f"the command exited {run.status} before any provider lookup"
+        elif run.lookups < self.args.min_lookups:
+            why = (
+                f"{run.lookups} provider lookups, fewer than --min-lookups"
+                f" {self.args.min_lookups}: did the client bypass the proxy?"
+            )
         else:
             threshold = report.percent(self.args.min_hit_rate)
             why = f"hit rate {report.percent(run.hit_rate)} is below {threshold}"
@@ -260,9 +280,8 @@ class Rebuild:
                 self.say(f"… {duration(remaining)} to go")
 
     def give_up(self, state: backoff.State) -> int:
-        # fail() sets next_allowed_at on every attempt; only --max-attempts 0 (no attempt) can
-        # leave it unset, and then the stamp is of the current time, as time.gmtime(None) gave.
-        allowed_at = time.time() if state.next_allowed_at is None else state.next_allowed_at
+        # fail() sets next_allowed_at on every attempt, and --max-attempts is at least 1.
+        allowed_at = state.next_allowed_at or self.clock.now()
         self.say(
             f"giving up for now after {self.policy.max_attempts} attempt(s); next rebuild allowed"
             f" at {stamp(allowed_at)}. Run logs and stats: {self.workdir}"

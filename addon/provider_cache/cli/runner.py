@@ -5,15 +5,20 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
+import signal
 import sys
 import tempfile
 from pathlib import Path
 
 from provider_cache.cli import gate
 from provider_cache.cli.args import OK, Fail, command_of
+from provider_cache.cli.job import Job, signal_of
 from provider_cache.cli.proxyctl import ManagedProxy, ProxyError
 from provider_cache.storage.cachedir import STATS_FILE
+from provider_cache.storage.usage import mark_interrupted
+
+#: A command killed by one of these (as itself, or as a shell's 128 + N) was interrupted.
+INTERRUPTING = (signal.SIGINT, signal.SIGTERM, signal.SIGKILL, signal.SIGHUP)
 
 
 def proxy_for(args: argparse.Namespace, mode: str, cache_dir: Path | None = None) -> ManagedProxy:
@@ -56,24 +61,25 @@ def run_behind(proxy: ManagedProxy, command: list[str]) -> int:
         proxy.stop()
         raise Fail(f"cannot start the proxy: {e.strerror or e}: {e.filename}") from None
     try:
-        child = subprocess.Popen(command, env=os.environ | proxy.client_env())
+        job = Job(command, os.environ | proxy.client_env())
     except FileNotFoundError:
         proxy.stop()
         raise Fail(f"command not found: {command[0]}", 127) from None
     except PermissionError:
         proxy.stop()
         raise Fail(f"command not executable: {command[0]}", 126) from None
+    interrupted = True  # unless the command ends by itself
     try:
-        return child.wait()
-    except BaseException:  # interrupted or terminated: take the command down with us
-        child.terminate()
-        try:
-            child.wait(10)
-        except subprocess.TimeoutExpired:
-            child.kill()
+        status = job.wait()
+        interrupted = -status in INTERRUPTING or status - 128 in INTERRUPTING
+        return status
+    except BaseException as e:  # interrupted or terminated: take the command down with us
+        job.stop(signal_of(e))
         raise
     finally:
         proxy.stop()
+        if interrupted and proxy.proc is not None:  # its run must not count for `prune`
+            mark_interrupted(proxy.cache_dir, proxy.proc.pid)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -82,9 +88,9 @@ def main(args: argparse.Namespace) -> int:
     print(f"provider-cache: {args.mode} mode, cache {proxy.cache_dir}", file=sys.stderr)
     status = run_behind(proxy, command)
     code = OK
-    if args.min_hit_rate is not None:
+    if args.min_hit_rate is not None or args.min_lookups:
         args.files, args.url = [str(stats_path(args))], None
-        code, out = gate.judge(gate.load(args), args.min_hit_rate, args.format)
+        code, out = gate.judge(gate.load(args), args.min_hit_rate, args.format, args.min_lookups)
         print(out)
     if status == OK and code == OK and not args.proxy_log:
         assert proxy.log_path is not None  # proxy_for always gives the proxy a log file

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
+from fnmatch import translate
+
 from provider_cache.core.globs import NameMatcher
 from provider_cache.core.names import ENDPOINT_HOST
 
@@ -36,7 +40,7 @@ BUILTIN_HOSTS: tuple[str, ...] = (
 BUILTIN_ALIAS = "builtin"
 
 
-def expand(patterns: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+def expand(patterns: Sequence[str]) -> tuple[str, ...]:
     """Lower-cased patterns with the `builtin` alias replaced by the built-in list.
 
     A trailing dot is dropped as the matcher drops it from hosts, so that an absolute name
@@ -60,3 +64,22 @@ class HostMatcher(NameMatcher):
 
     def _matches(self, name: str) -> bool:
         return name != ENDPOINT_HOST and super()._matches(name)
+
+
+def intercepted(patterns: tuple[str, ...]) -> tuple[str, ...]:
+    """mitmproxy `allow_hosts` entries for the cached hosts and the endpoint (SPEC §2, §6).
+
+    mitmproxy tunnels every other TLS connection untouched (pinned and mTLS clients keep
+    working); the endpoint's host must be intercepted too, to be answered over HTTPS.
+    """
+    return tuple(host_regex(p) for p in (*patterns, ENDPOINT_HOST))
+
+
+def host_regex(pattern: str) -> str:
+    """A host glob as the regex mitmproxy searches, ignoring case, in "host:port".
+
+    fnmatch's own translation, so it matches exactly the hosts HostMatcher matches; its
+    end-of-string anchor (`\\Z`, `\\z` from Python 3.14) gives way to the port.
+    """
+    body = re.sub(r"\\[Zz]$", "", translate(pattern))
+    return rf"^{body}\.?:\d+$"

@@ -2,7 +2,8 @@
 
 Pure: takes parsed JSON, returns dicts and text. Several documents are shards of
 one CI run and are summed; the gate passes when the summed hit rate reaches the
-threshold (a run with no provider lookups has nothing stale and passes).
+threshold (a run with no provider lookups has nothing stale and passes, unless a minimum
+number of lookups is set).
 """
 
 from __future__ import annotations
@@ -167,10 +168,17 @@ def merge(docs: list[dict]) -> dict:
     return merged
 
 
-def gate(merged: dict, min_hit_rate: float | None) -> tuple[bool, str]:
-    """(passed, one-line verdict)."""
+def gate(merged: dict, min_hit_rate: float | None, min_lookups: int = 0) -> tuple[bool, str]:
+    """(passed, one-line verdict). Too few lookups fail first: with none, nothing is stale,
+    but a client that bypassed the proxy made none either."""
     hit_rate = merged["hit_rate"]
     lookups = merged["hits"] + merged["misses"]
+    if lookups < min_lookups:
+        made = f"{lookups} provider lookup{'' if lookups == 1 else 's'}"
+        return (
+            False,
+            f"{made}, fewer than the minimum {min_lookups}: did the client bypass the proxy?",
+        )
     if min_hit_rate is None:
         return True, f"hit rate {percent(hit_rate)} ({lookups} lookups); no threshold set"
     if hit_rate is None:

@@ -92,6 +92,10 @@ class ProviderCache:
 
     def load(self, loader: Loader) -> None:
         options.declare(loader)
+        try:
+            options.apply_deferred(loader.master.options)
+        except ValueError as e:
+            options.stop_at_startup(str(e))
 
     def configure(self, updated: set[str]) -> None:
         if not any(name.startswith("cache_") or name in options.ALSO_READ for name in updated):
@@ -102,9 +106,10 @@ class ProviderCache:
                 self._open_files(new)
         except (ValueError, StoreError) as e:
             if self.settings is None:
-                # At start-up: one clear line; mitmproxy then exits because an error was logged
-                # (raising here would print a traceback through its script loader).
-                logger.error("provider-cache: %s", e)
+                # Raising here would print a traceback through mitmproxy's script loader.
+                if not _proxy_running():
+                    options.stop_at_startup(str(e))
+                logger.error("provider-cache: %s", e)  # a reload of the script
                 return
             raise exceptions.OptionsError(str(e)) from None
         old = self.settings
@@ -122,8 +127,9 @@ class ProviderCache:
         )
         if self.files is not None:
             self.writer.drain()  # writes queued for the old store are done
-            files.run = self.files.run
-            self.files.close()
+            self.files.close()  # not a clean end: a run that moved on mid-way does not count
+            if self.flusher.task is not None:  # running: join the new directory's run
+                files.begin_run()
         self.files = files
 
     def running(self) -> None:
@@ -133,6 +139,8 @@ class ProviderCache:
         if self.files is not None and self.flusher.task is None:
             self.files.begin_run()
             self.flusher.start()
+            cfg, files = self._settings(), self.files
+            logger.info(options.startup_line(cfg, len(files.store), not files.writable))
 
     def done(self) -> None:
         self.flusher.stop()
@@ -145,7 +153,7 @@ class ProviderCache:
             self.files.write_stats(self.snapshot())
         except OSError as e:  # logging is already shut down here
             self.flusher.warn(self.files, e, say=lambda line: print(line, file=sys.stderr))
-        self.files.close()
+        self.files.close(lookups=self.stats.hits + self.stats.misses)  # a clean end of its run
         self.files = None
 
     # -- hooks: the hit path ---------------------------------------------------
@@ -374,12 +382,14 @@ class ProviderCache:
 
     async def _record(self, flow: http.HTTPFlow, pending: Pending, entry: records.Entry) -> None:
         """Store the entry on the writer thread; count it once it is durable."""
+        files = self._files()
         try:
-            await self.writer.put(self._files(), pending.key, records.pack(entry))
+            await self.writer.put(files, pending.key, records.pack(entry))
         except StoreError as e:
             logger.error("could not record key %s: %s", pending.key, e)
             self.stats.error(pending.host)
         else:
+            files.note_hit(pending.key, entry.recorded_at)  # used by this run: not "unused"
             flow.metadata[FLOW_METADATA_KEY]["recorded_at"] = entry.recorded_at  # for mitmweb
             self.stats.record(pending.host)
             self.rerecord_keys.discard(pending.key)
@@ -388,6 +398,11 @@ class ProviderCache:
     def _settled(self, flow: http.HTTPFlow) -> None:
         for watcher in self.watchers:
             watcher.settled(flow)
+
+
+def _proxy_running() -> bool:
+    """Whether mitmproxy is up (a script reload, an options editor) or still starting."""
+    return bool(getattr(ctx.master.addons.get("proxyserver"), "is_running", False))
 
 
 def _replay_of(data: bytes) -> flows.Replay:

@@ -1,16 +1,20 @@
 """The addon's mitmproxy options (SPEC §2), parsed once into typed settings.
 
-Declaration and validation live here so that a bad value is an OptionsError at
-start-up, naming the valid values, and never a traceback at request time.
+Declaration and validation live here so that a bad value, or an unknown `cache_*`
+option, stops mitmproxy at start-up with one line naming the valid values (before it
+listens), is an OptionsError once it runs, and is never a traceback at request time.
 """
 
 from __future__ import annotations
 
+import difflib
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple, NoReturn
 
+from mitmproxy import exceptions
 from mitmproxy.utils import human
 
 from provider_cache.core import hosts
@@ -23,6 +27,7 @@ from provider_cache.storage.cachedir import DEFAULT_CACHE_DIR, STATS_FILE
 if TYPE_CHECKING:
     from mitmproxy.addonmanager import Loader
     from mitmproxy.options import Options
+    from mitmproxy.optmanager import OptManager
 
 DEFAULT_MAX_BODY = "32m"
 DEFAULT_MAP_SIZE = "1g"  # storage.store.DEFAULT_MAP_SIZE, as an option value (a test checks)
@@ -32,55 +37,144 @@ DEFAULT_MAP_SIZE = "1g"  # storage.store.DEFAULT_MAP_SIZE, as an option value (a
 ALSO_READ = frozenset({"stream_large_bodies"})
 
 
-def declare(loader: Loader) -> None:
-    """Register every option on mitmproxy's loader (called from the addon's load())."""
-    loader.add_option(
+class Option(NamedTuple):
+    name: str
+    typespec: type
+    default: object
+    help: str
+    choices: tuple[str, ...] | None = None
+
+
+#: Every option of the addon, declared in this order.
+OPTIONS: tuple[Option, ...] = (
+    Option(
         "cache_dir", str, DEFAULT_CACHE_DIR, "LMDB directory of the recordings; created if missing."
-    )
-    loader.add_option(
+    ),
+    Option(
         "cache_mode",
         str,
         DEFAULT_MODE,
         "record | replay | refresh | read-old-write-new (see the README).",
-        choices=MODES,
-    )
-    loader.add_option(
+        MODES,
+    ),
+    Option(
         "cache_hosts",
         Sequence[str],
         list(hosts.BUILTIN_HOSTS),
-        "Host globs whose traffic is cached; 'builtin' stands for the built-in provider list.",
-    )
-    loader.add_option(
-        "cache_stats_file", str, "", "Stats JSON file; default <cache_dir>/stats.json."
-    )
-    loader.add_option(
+        "Host globs whose traffic is cached; 'builtin' stands for the built-in provider list. "
+        "TLS to other hosts is tunnelled untouched (see allow_hosts).",
+    ),
+    Option("cache_stats_file", str, "", "Stats JSON file; default <cache_dir>/stats.json."),
+    Option(
         "cache_ignore_headers", Sequence[str], [], "Request headers (globs) left out of the key."
-    )
-    loader.add_option(
+    ),
+    Option(
         "cache_redact_headers", Sequence[str], [], "Request headers (globs) treated as secrets."
-    )
-    loader.add_option(
+    ),
+    Option(
         "cache_keep_account_headers",
         bool,
         False,
         "Keep openai-organization, openai-project and anthropic-organization-id in recordings "
         "and in the key; by default they are redacted and count by presence only.",
-    )
-    loader.add_option(
+    ),
+    Option(
         "cache_max_body_size",
         str,
         DEFAULT_MAX_BODY,
         "Request or response bodies above this size (e.g. 32m) pass through uncached.",
-    )
-    loader.add_option(
+    ),
+    Option(
         "cache_window_size", int, DEFAULT_WINDOW, "Number of recent lookups in the sliding window."
-    )
-    loader.add_option(
+    ),
+    Option(
         "cache_map_size",
         str,
         DEFAULT_MAP_SIZE,
         "Initial LMDB map size (address space, not disk); it doubles whenever it fills up.",
+    ),
+)
+NAMES = tuple(option.name for option in OPTIONS)
+#: What a value of each option type must look like, for the error that names it.
+_TYPE_WANTED = {int: "a whole number", bool: "true or false (or nothing, for true)"}
+
+
+def declare(loader: Loader) -> None:
+    """Register every option on mitmproxy's loader (called from the addon's load())."""
+    for option in OPTIONS:
+        loader.add_option(
+            option.name, option.typespec, option.default, option.help, choices=option.choices
+        )
+
+
+def apply_deferred(opts: OptManager) -> None:
+    """Apply the `--set cache_*` values mitmproxy kept aside; ValueError for a bad one.
+
+    mitmdump reads `--set` before it loads scripts, so it keeps the values of options no
+    addon has declared yet ("deferred") and applies them right after the load() that
+    declares them. A typo (`cache_mod=replay`) is never declared and stays deferred without
+    a word: the proxy would record. A value of the wrong type (`cache_window_size=abc`)
+    raises out of mitmproxy's script loader, which drops the addon just as quietly: the
+    proxy would run with no cache at all. Called at the end of load(), this catches both.
+    """
+    deferred = opts.deferred
+    ours = [name for name in deferred if _looks_like_ours(name)]
+    unknown = [name for name in ours if name not in NAMES]
+    if unknown:
+        raise ValueError(_unknown_message(unknown))
+    for name in ours:
+        _apply(opts, name, deferred.pop(name))
+
+
+def stop_at_startup(message: str) -> NoReturn:
+    """End mitmproxy, exit status 1, with one line on stderr, before it serves anything.
+
+    Logging an error would stop it too, but only once its servers are up, with two more
+    lines ("HTTP(S) proxy listening at …", "Error logged during startup, exiting..."):
+    mitmdump loads scripts while it binds its ports. SystemExit passes through the script
+    loader (which catches Exception) and ends the event loop. Nothing of ours is open yet.
+    """
+    print(f"provider-cache: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(1)
+
+
+def _looks_like_ours(name: str) -> bool:
+    """`cache_*`, and near misses of our names (`cache-mode`, `Cache_Mode`, `cahce_mode`)."""
+    return _spelled(name).startswith("cache") or _closest(name) is not None
+
+
+def _closest(name: str) -> str | None:
+    close = difflib.get_close_matches(_spelled(name), NAMES, n=1, cutoff=0.8)
+    return close[0] if close else None
+
+
+def _spelled(name: str) -> str:
+    return name.lower().replace("-", "_")
+
+
+def _unknown_message(names: list[str]) -> str:
+    named = ", ".join(
+        f"{name} (did you mean {close}?)" if (close := _closest(name)) else name for name in names
     )
+    plural = "s" if len(names) > 1 else ""
+    return f"unknown option{plural} {named}; the cache options are: {', '.join(NAMES)}"
+
+
+def _apply(opts: OptManager, name: str, value: object) -> None:
+    """One deferred value, parsed as mitmproxy would: strings from `--set`, typed values
+    from config.yaml."""
+    strings = getattr(value, "val", None)  # mitmproxy's _UnconvertedStrings
+    try:
+        if isinstance(strings, list):
+            opts.set(*([f"{name}={s}" for s in strings] or [name]))
+        else:
+            opts.update(**{name: value})
+    except (exceptions.OptionsError, TypeError):  # TypeError: mitmproxy's type check
+        given = strings if isinstance(strings, list) else [value]
+        shown = repr(given[0]) if len(given) == 1 else repr(given)
+        option = OPTIONS[NAMES.index(name)]
+        wanted = _TYPE_WANTED.get(option.typespec, "one value")
+        raise ValueError(f"{name} takes {wanted}; got {shown}") from None
 
 
 @dataclass(frozen=True)
@@ -155,3 +249,21 @@ def _size(value: str, option: str, example: str) -> int:
     if not size or size <= 0:
         raise ValueError(f"{option} must be a positive size such as {example}; got {value!r}")
     return size
+
+
+#: How many of the cached hosts the start-up line names.
+SHOWN_HOSTS = 3
+
+
+def startup_line(settings: Settings, entries: int, read_only: bool) -> str:
+    """What the proxy says once it runs: mode, cache directory and its size, hosts."""
+    stored = f"{entries} {'entry' if entries == 1 else 'entries'}"
+    if read_only:
+        stored += ", read-only"
+    named = ", ".join(settings.hosts[:SHOWN_HOSTS]) or "none (nothing is cached)"
+    if len(settings.hosts) > SHOWN_HOSTS:
+        named += f", … (+{len(settings.hosts) - SHOWN_HOSTS} more)"
+    return (
+        f"provider-cache: {settings.mode} mode, cache {settings.cache_dir}/ ({stored}), "
+        f"hosts {named}"
+    )

@@ -2,10 +2,11 @@
 
 data.mdb            the recordings (commit this)
 lock.mdb            LMDB's lock file (per machine)
-usage/              which run last hit each entry (per machine)
+usage/              the runs, and which run last hit each entry (per machine)
 stats.json          the last run's counters (the sum of its proxies)
 stats.json.d/       each proxy's part of them
 rebuild-state.json  cache_rebuild.py's backoff state
+pruned-*.json       entries `prune` removed (`recordings import FILE` restores them)
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ LOCK_FILE = "lock.mdb"
 USAGE_DIR = "usage"
 STATS_FILE = "stats.json"
 REBUILD_STATE = "rebuild-state.json"
+#: `pruned-20260102T030405Z.json`: what one prune removed.
+PRUNED_PREFIX, PRUNED_SUFFIX = "pruned-", ".json"
 
 GITIGNORE = f"""\
 # provider-cache: commit {DATA_FILE} (the recordings); the rest is per machine.
@@ -26,6 +29,7 @@ GITIGNORE = f"""\
 {STATS_FILE}
 {STATS_FILE}.d/
 {REBUILD_STATE}
+{PRUNED_PREFIX}*{PRUNED_SUFFIX}
 *.tmp
 """
 

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from pathlib import Path
 
 from provider_cache.storage import cachedir
+from provider_cache.storage.sharedrun import SharedRun
 from provider_cache.storage.sharedstats import SharedStats
 from provider_cache.storage.store import Store, StoreError, StoreFull
 from provider_cache.storage.usage import Usage
@@ -43,6 +45,8 @@ class CacheFiles:
         with contextlib.suppress(OSError):
             self.shared_stats.join()
         self.run = 0
+        #: Membership of the run, held from begin_run to close: overlapping proxies are one.
+        self.shared_run: SharedRun | None = None
         self.unwritten_hits: dict[str, float] = {}
         #: Set when closing, so background readers stop scanning.
         self.closing = False
@@ -80,12 +84,30 @@ class CacheFiles:
         return (cache_dir, stats_file) == (self.cache_dir, self.stats_file)
 
     def begin_run(self) -> int:
-        if self.usage is not None:
+        """Join the run of the proxies alive on this cache directory, or begin a new one."""
+        if self.usage is None or self.shared_run is not None:
+            return self.run
+        shared = SharedRun(self.cache_dir / cachedir.USAGE_DIR)
+        try:
+            with shared.joining() as first:
+                self.run = self.usage.begin_run() if first else self.usage.join_run()
+        except (StoreError, OSError) as e:
+            shared.leave()
+            self._lose_usage(e)
+            return self.run
+        self.shared_run = shared
+        return self.run
+
+    def _end_run(self, lookups: int | None) -> None:
+        """Tell the ledger how this member ended (see close), then leave the run."""
+        if self.usage is not None and self.run:
             try:
-                self.run = self.usage.begin_run()
+                self.usage.end_member(self.run, os.getpid(), lookups)
             except StoreError as e:
                 self._lose_usage(e)
-        return self.run
+        if self.shared_run is not None:
+            self.shared_run.leave()
+            self.shared_run = None
 
     def note_hit(self, key: str, at: float) -> None:
         self.unwritten_hits[key] = at
@@ -103,7 +125,7 @@ class CacheFiles:
             except StoreError as e:
                 self._lose_usage(e)
 
-    def _lose_usage(self, error: StoreError) -> None:
+    def _lose_usage(self, error: StoreError | OSError) -> None:
         logger.warning("provider-cache: %s; going on without the usage log", error)
         if self.usage is not None:
             self.usage.close()
@@ -113,8 +135,11 @@ class CacheFiles:
         """This proxy's counters, and the stats file as the sum of every proxy of the run."""
         self.shared_stats.write(snapshot)
 
-    def close(self) -> None:
+    def close(self, lookups: int | None = None) -> None:
+        """`lookups`: this proxy's, when it ends cleanly (its done() ran and it was not cut
+        short); None otherwise, and then its run does not count for prune."""
         self.flush_usage()
+        self._end_run(lookups)
         if self.usage is not None:
             self.usage.close()
         self.shared_stats.close()

@@ -13,7 +13,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import lmdb
 
@@ -23,10 +23,21 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MAP_SIZE = 1 << 30  # 1 GiB of address space, not of disk: LMDB files are sparse.
 MAX_GROWTHS = 8
+#: Times in a row one operation adopts a map another process grew, before it gives up.
+MAX_ADOPTIONS = 8
 #: Below this much free space the store is not opened for writing (see Store.__init__).
 MIN_FREE_BYTES = 1 << 20
 
 T = TypeVar("T")
+
+
+class Txn(Protocol):
+    """What a `Store.write` callback may do in its transaction, for modules that must not
+    import LMDB (tests/core/test_layers.py): read, write and delete keys."""
+
+    def get(self, key: bytes) -> bytes | memoryview | None: ...
+    def put(self, key: bytes, value: bytes) -> bool: ...
+    def delete(self, key: bytes) -> bool: ...
 
 
 class StoreError(Exception):
@@ -223,13 +234,15 @@ class Store:
             self.env.set_mapsize(size)
 
     def _retry_resized(self, op: Callable[[], T]) -> T:
-        """Another process grew the map: adopt its size and try once more."""
-        try:
-            return op()
-        except lmdb.MapResizedError:
-            with self.resize_lock:
-                self.env.set_mapsize(0)
-            return op()
+        """Another process grew the map: adopt its size and try again. Bounded: processes
+        growing one map in turn may grow it again between our adoption and our retry."""
+        for _ in range(MAX_ADOPTIONS):
+            try:
+                return op()
+            except lmdb.MapResizedError:
+                with self.resize_lock:
+                    self.env.set_mapsize(0)
+        return op()
 
 
 def _free_bytes(path: Path) -> int:
