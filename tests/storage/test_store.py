@@ -108,7 +108,7 @@ def test_a_read_only_store_refuses_writes_with_its_reason(tmp_path: Path):
 
 def test_a_map_grown_again_before_the_retry_is_adopted_again(tmp_path: Path):
     """Processes growing one map in turn: an operation may see MDB_MAP_RESIZED twice in a row
-   . Each time it adopts the size and retries."""
+    . Each time it adopts the size and retries."""
     import lmdb
 
     store = Store(tmp_path)
