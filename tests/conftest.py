@@ -13,6 +13,8 @@ from tests.support.fake_provider import FakeProvider
 from tests.support.proxy import Mitmdump, free_port
 from tests.support.secrets import files_containing_secrets
 
+pytest_plugins = ["tests.support.s3fixtures"]
+
 #: Upstream host names the fake provider answers for, as real SDKs send them.
 PROVIDER_HOSTS = ("api.openai.com", "api.anthropic.com", "generativelanguage.googleapis.com")
 

@@ -1,4 +1,7 @@
-"""Fixtures of the remote tier's storage tests: one real S3 server, a fresh bucket per test."""
+"""Fixtures of the remote tier (SPEC §11): one real S3 server per session, a fresh bucket per test.
+
+Registered for the whole suite in tests/conftest.py (`pytest_plugins`), so that storage, e2e
+and reliability tests share them."""
 
 from __future__ import annotations
 
