@@ -85,3 +85,10 @@ def test_a_gitignore_an_older_version_wrote_gains_the_new_patterns(tmp_path: Pat
     ensure_gitignore(tmp_path)
     assert path.read_text() == old + f"{STATS_FILE}.d/\n"
     assert ignored(f"{STATS_FILE}.d")
+
+
+def test_the_checkouts_recordings_gitignore_is_the_current_one() -> None:
+    """`./dev proxy` records into the checkout's recordings/: its committed .gitignore must
+    already be what the proxy would write, or the first run leaves a change in `git status`."""
+    checkout = Path(__file__).resolve().parents[2] / "recordings" / ".gitignore"
+    assert checkout.read_text() == GITIGNORE
