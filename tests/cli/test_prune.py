@@ -131,7 +131,8 @@ def test_the_removed_entries_file_is_the_export_of_what_went(cache_dir, tmp_path
     code, out, _ = recordings(
         capsys, cache_dir, "prune", "--older-than", "30d", "--removed-to", str(target)
     )
-    assert code == 0 and out.endswith(f"restore them with: recordings import {target}\n")
+    restore = f"restore them with: recordings --cache-dir {cache_dir} import {target}\n"
+    assert code == 0 and out.endswith(restore)
     assert target.read_text() == textform.dumps([gone])
     assert keys(cache_dir) == {kept.key}
     code, _, err = recordings(

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import random
+import shlex
 import signal
 import subprocess
 import sys
@@ -145,18 +146,24 @@ def test_older_than_and_unused_runs_together_remove_only_entries_that_are_both(
     assert len(removed_lines(unused)) == 2 and len(keys_of(recorded)) == 1
 
 
-def test_the_removed_entries_file_restores_them_byte_identically(recorded, start_proxy, use_proxy):
+def test_the_removed_entries_file_restores_them_byte_identically(
+    recorded, start_proxy, use_proxy, tmp_path
+):
     before = recordings(recorded, "export").stdout
     replay_run(start_proxy, use_proxy, "alpha")
     result = recordings(recorded, "prune", "--unused-runs", "1")
     assert len(removed_lines(result)) == 2
-    restore = result.stdout.splitlines()[-1]
-    assert "restore them with: recordings import " in restore
-    kept = Path(restore.rpartition(" import ")[2])
+    hint = shlex.split(result.stdout.splitlines()[-1].partition("restore them with: ")[2])
+    assert hint[:4] == ["recordings", "--cache-dir", str(recorded), "import"]
+    kept = Path(hint[4])
     assert kept.parent == recorded and kept.name.startswith("pruned-") and kept.suffix == ".json"
     assert "pruned-*.json" in (recorded / ".gitignore").read_text()
     assert recordings(recorded, "export").stdout != before
-    imported = recordings(recorded, "import", str(kept))
+    # The command as printed, from elsewhere: it names the store, not the default recordings/.
+    imported = subprocess.run(
+        [sys.executable, str(ROOT_DIR / "scripts" / "recordings.py"), *hint[1:]],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
     assert imported.returncode == 0 and "2 added" in imported.stdout
     assert recordings(recorded, "export").stdout == before
     # Restored entries arrived now: the runs before cannot make them unused again.

@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import json
 import os
+import shlex
 import sys
 import time
 from collections.abc import Callable
@@ -356,7 +357,8 @@ def do_prune(args: argparse.Namespace, cache_dir: Path) -> int:
     kept = f" ({changed} changed meanwhile and were kept)" if changed else ""
     print(
         f"removed {len(gone)} of {len(rows)} entries {criteria}{kept}; restore them with:"
-        f" recordings import {removed_to}"
+        f" recordings --cache-dir {shlex.quote(str(cache_dir))} import"
+        f" {shlex.quote(str(removed_to))}"
     )
     try:
         _forget_usage(cache_dir, [e.key for key, _, e in stale if key in gone])
