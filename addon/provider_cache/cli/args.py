@@ -13,10 +13,13 @@ import os
 import signal
 import sys
 from collections.abc import Callable
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from provider_cache.core.names import DEFAULT_MODE, MODES
 from provider_cache.storage.cachedir import DEFAULT_CACHE_DIR, STATS_FILE
+
+if TYPE_CHECKING:
+    from provider_cache.core.remoteobject import RemoteLocation
 
 # Exit codes shared by the scripts.
 OK, BELOW_THRESHOLD, BAD_INPUT = 0, 1, 2
@@ -263,6 +266,94 @@ def add_recordings_arguments(p: argparse.ArgumentParser) -> None:
     sub.add_parser("verify", help="check that every entry decodes; exit 1 if one does not")
     misses = sub.add_parser("misses", help="the missed requests of a run, with what differs")
     misses.add_argument("stats_file", nargs="?", help=f"default: <cache-dir>/{STATS_FILE}")
+    add_remote_actions(sub)
+
+
+# -- the remote tier (SPEC §11): cli/remote.py -------------------------------------------------
+
+#: Parallel transfers: a small default, since R2 throttles many connections.
+DEFAULT_JOBS = 4
+MAX_JOBS = 64
+#: gc leaves any object (and manifest) uploaded more recently than this.
+DEFAULT_GRACE = "7d"
+
+
+#: remoteobject.URL_FORM, kept here too: the gate (cache_stats) must import no msgpack.
+URL_FORM = "s3://BUCKET/PREFIX"
+
+
+def remote_location(text: str) -> RemoteLocation:
+    """`s3://BUCKET/PREFIX`; the error never repeats the value (it may hold a credential)."""
+    from provider_cache.core.remoteobject import parse_location  # needs msgpack
+
+    try:
+        return parse_location(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def jobs(text: str) -> int:
+    value = int(_at_least(text, 1, int, "a whole number"))
+    if value > MAX_JOBS:
+        raise argparse.ArgumentTypeError(f"at most {MAX_JOBS}: {text!r}")
+    return value
+
+
+def add_remote(p: argparse.ArgumentParser, *, required: bool = True, help: str = "") -> None:
+    p.add_argument(
+        "--remote",
+        type=remote_location,
+        required=required,
+        metavar=URL_FORM,
+        help=help
+        or "the remote tier; endpoint and credentials from the standard AWS"
+        " configuration (AWS_ENDPOINT_URL, AWS_PROFILE, AWS_* variables)",
+    )
+
+
+def add_transfer(p: argparse.ArgumentParser, what: str) -> None:
+    add_remote(p)
+    p.add_argument("--dry-run", action="store_true", help=f"only list what {what}")
+    p.add_argument(
+        "--jobs",
+        type=jobs,
+        default=DEFAULT_JOBS,
+        metavar="N",
+        help=f"transfers at once, 1-{MAX_JOBS} (default %(default)s: R2 throttles many)",
+    )
+
+
+def add_remote_actions(sub: argparse._SubParsersAction) -> None:
+    push = sub.add_parser("push", help="upload the entries the remote lacks (write-once)")
+    add_transfer(push, "would be uploaded")
+    pull = sub.add_parser("pull", help="download the objects this store lacks, each checked")
+    add_transfer(pull, "would be downloaded")
+    sync = sub.add_parser("sync", help="pull, then push")
+    add_transfer(sync, "would move")
+    rm = sub.add_parser(
+        "remote-rm", help="delete remote objects, to replace a bad entry (needs delete rights)"
+    )
+    add_remote(rm)
+    rm.add_argument("keys", nargs="+", metavar="KEY", help="a key or a unique prefix (6+)")
+    manifest = sub.add_parser(
+        "manifest", help="publish the keys the last run used, for gc (after a gate passed)"
+    )
+    add_remote(manifest)
+    manifest.add_argument("--dry-run", action="store_true", help="only say what it would name")
+    gc = sub.add_parser(
+        "gc", help="delete remote objects none of the last N manifests names, past a grace period"
+    )
+    add_transfer(gc, "would be deleted")
+    gc.add_argument(
+        "--keep", type=attempts, required=True, metavar="N", help="manifests that protect, 1+"
+    )
+    gc.add_argument(
+        "--grace",
+        type=age,
+        default=DEFAULT_GRACE,
+        metavar="AGE",
+        help="never delete what was uploaded less than AGE ago (default %(default)s)",
+    )
 
 
 def add_rebuild_arguments(p: argparse.ArgumentParser) -> None:
@@ -282,5 +373,11 @@ def add_rebuild_arguments(p: argparse.ArgumentParser) -> None:
         "--max-delay", type=seconds, default=900.0, metavar="S", help="cap (default 900)"
     )
     p.add_argument("--max-attempts", type=attempts, default=3, metavar="N", help="1+ (default 3)")
+    add_remote(
+        p,
+        required=False,
+        help="after a verified run, push the entries it used and publish their manifest"
+        " (never after an unverified one)",
+    )
     # Each run's stats and log go to the rebuild's work directory, named when it fails.
     add_proxy_arguments(p, outputs=False)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from provider_cache.cli import backoff, gate
+from provider_cache.cli import backoff, gate, manifests
 from provider_cache.cli.args import BAD_INPUT, BELOW_THRESHOLD, OK, Fail, command_of
 from provider_cache.cli.proxyctl import ManagedProxy
 from provider_cache.cli.runner import run_behind
@@ -246,7 +246,11 @@ class Rebuild:
             self.say(f"{message}: no provider lookups, and the command succeeded")
         else:
             self.say(f"{message}: hit rate {report.percent(hit_rate)}")
-        return OK
+        return (
+            manifests.publish_verified(self.args, self.cache_dir, self.say)
+            if self.args.remote
+            else OK
+        )
 
     def fail(self, state: backoff.State, run: Run) -> float:
         state.failures += 1

@@ -15,6 +15,7 @@ operation and an error code: never credentials, headers or signed URLs.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -38,6 +39,9 @@ DEFAULT_CONNECTIONS = 8
 MISSING_BOTO3 = "cache_remote needs boto3: pip install 'provider-cache[s3]'"
 #: Put once by probe(write=True): a 412 on it proves write access as well as a 200 does.
 PROBE_OBJECT = "write-check"
+#: The folder of gc's manifests beside the entries (cli/remote.py names and reads them).
+MANIFESTS = "manifests"
+_MANIFEST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\.json")
 
 #: Answers meaning "an object already has that name": write-once succeeded before us.
 #: (409 ConditionalRequestConflict: another conditional write of that name is under way.)
@@ -76,7 +80,8 @@ class ProbeResult:
 
 @dataclass(frozen=True)
 class ObjectInfo:
-    """One entry's object in a listing; `modified` in epoch seconds (gc's grace period)."""
+    """One object in a listing (an entry's key, or a manifest's name); `modified` in epoch
+    seconds (gc's grace period)."""
 
     key: str
     size: int
@@ -135,16 +140,51 @@ class RemoteStore:
     def objects(self) -> Iterator[ObjectInfo]:
         """Every entry object with its size and time, a page (1000) per call; other objects
         under the prefix are skipped. A failed page raises: a listing is never cut short."""
-        request = {"Bucket": self.location.bucket, "Prefix": self.location.entries}
+        for item in self._listing(self.location.entries):
+            key = self.location.key_of(item["Key"])
+            if key is not None:
+                yield ObjectInfo(key, item["Size"], item["LastModified"].timestamp())
+
+    def _listing(self, folder: str) -> Iterator[dict[str, Any]]:
+        """Every object under `folder` as S3 lists it, following the pages."""
+        request = {"Bucket": self.location.bucket, "Prefix": folder}
         while True:
             page = self._retrying("list", lambda: self._client.list_objects_v2(**request))
-            for item in page.get("Contents", []):
-                key = self.location.key_of(item["Key"])
-                if key is not None:
-                    yield ObjectInfo(key, item["Size"], item["LastModified"].timestamp())
+            yield from page.get("Contents", [])
             if not page.get("IsTruncated"):
                 return
             request["ContinuationToken"] = page["NextContinuationToken"]
+
+    # -- gc's manifests: `PREFIX/manifests/<name>.json`, write-once like the entries ---------
+
+    def manifests(self) -> Iterator[ObjectInfo]:
+        """Every manifest, its file name as `key`, in name order (their names start with
+        the time they were published, so: oldest first)."""
+        folder = self.location.folder(MANIFESTS)
+        for item in self._listing(folder):
+            name = item["Key"].removeprefix(folder)
+            if _MANIFEST_NAME.fullmatch(name):
+                yield ObjectInfo(name, item["Size"], item["LastModified"].timestamp())
+
+    def get_manifest(self, name: str) -> bytes | None:
+        return self._retrying(f"get manifest {name}", lambda: self._get(self._manifest(name)))
+
+    def put_manifest_once(self, name: str, data: bytes) -> bool:
+        """Publish a manifest under a name no one has used: True written, False there."""
+        path = self._manifest(name)
+        return self._retrying(f"put manifest {name}", lambda: self._put_once(path, data))
+
+    def delete_manifest(self, name: str) -> None:
+        path, bucket = self._manifest(name), self.location.bucket
+        self._retrying(
+            f"delete manifest {name}",
+            lambda: self._client.delete_object(Bucket=bucket, Key=path),
+        )
+
+    def _manifest(self, name: str) -> str:
+        if not _MANIFEST_NAME.fullmatch(name):
+            raise ValueError("not a manifest name (NAME.json: letters, digits, . _ -)")
+        return self.location.folder(MANIFESTS) + name
 
     def probe(self, *, write: bool, timeout: float = PROBE_TIMEOUT) -> ProbeResult:
         """Can this job read, and (when `write`) write? Answered within `timeout`, always.
