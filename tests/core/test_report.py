@@ -17,7 +17,7 @@ from provider_cache.core.report import (
     render_text,
     validate,
 )
-from provider_cache.core.stats import MISSED_LIMIT, Stats
+from provider_cache.core.stats import MISSED_LIMIT, RemoteCounts, Stats
 
 KEY_A = "a" * 64
 KEY_B = "b" * 64
@@ -533,3 +533,67 @@ def test_markdown_row_of_a_url_with_a_pipe_keeps_four_cells() -> None:
     merged = merge([doc(misses=1, missed=[item])])
     row = render_markdown(merged, "v", False).splitlines()[-1]
     assert len(cells(row)) == 4
+
+
+# --- the remote tier (SPEC §11) ---------------------------------------------------------------
+
+
+def remote_doc(hits: int, remote_hits: int, **counts: object) -> dict:
+    """A real snapshot of a proxy with a remote tier, with counts overridden."""
+    stats = Stats(mode="replay", window_size=100, started_at=0.0, remote=RemoteCounts("s3://b-1/p"))
+    stats.hits, stats.remote_hits = hits, remote_hits
+    for name, value in counts.items():
+        setattr(stats.remote, name, value)
+    return stats.snapshot()
+
+
+def test_a_snapshot_with_a_remote_is_valid() -> None:
+    document = remote_doc(3, 1, uploaded=2, failed_keys=[KEY_A])
+    assert validate(document, "s") is document
+    assert document["tiers"] == {"local": 2, "remote": 1}
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"tiers": []}, "'tiers' is not an object"),
+        ({"tiers": {"local": -1}}, "'tiers.local' is not a count"),
+        ({"remote": {"uploaded": "2"}}, "'remote.uploaded' is not a count"),
+        ({"remote": {"failed_keys": [3]}}, "'remote.failed_keys[0]' is not a string"),
+        ({"remote": {"location": None}}, "'remote.location' is not a string"),
+    ],
+)
+def test_a_wrong_remote_field_is_bad_stats(fields: dict, message: str) -> None:
+    with pytest.raises(BadStats, match=re.escape(message)):
+        validate(doc(**fields), "s")
+
+
+def test_merge_sums_tiers_and_remote_counts_and_joins_their_keys() -> None:
+    one = remote_doc(3, 1, uploaded=2, conflicts=1, conflict_keys=[KEY_A], failed=1)
+    two = remote_doc(4, 4, misses=2, errors=1, pending=1, failed=1, failed_keys=[KEY_B])
+    merged = merge([one, two, doc(hits=5)])  # a shard without a remote
+    assert merged["tiers"] == {"local": 7, "remote": 5}
+    remote = merged["remote"]
+    assert remote["location"] == "s3://b-1/p"
+    assert (remote["uploaded"], remote["misses"], remote["errors"]) == (2, 2, 1)
+    assert (remote["pending"], remote["failed"], remote["conflicts"]) == (1, 2, 1)
+    assert (remote["failed_keys"], remote["conflict_keys"]) == ([KEY_B], [KEY_A])
+    other = remote_doc(0, 0)
+    other["remote"]["location"] = "s3://b-2/p"
+    assert merge([one, other])["remote"]["location"] == "mixed"
+
+
+def test_merge_without_a_remote_adds_no_remote_fields() -> None:
+    assert "remote" not in merge([doc(hits=1)]) and "tiers" not in merge([doc(hits=1)])
+
+
+def test_the_reports_name_the_remote_tier_and_the_keys_not_uploaded() -> None:
+    merged = merge([remote_doc(3, 1, uploaded=2, failed=1, failed_keys=[KEY_A])])
+    text = render_text(merged, "ok")
+    assert (
+        "remote s3://b-1/p: 1 hits, 0 misses, 0 errors, 0 not asked; 2 uploaded, 0 pending, "
+        "1 failed, 0 conflicts"
+    ) in text
+    assert f"  not uploaded: {KEY_A[:16]}" in text
+    assert "remote s3://b-1/p: 1 hits" in render_markdown(merged, "ok", True)
+    assert "remote" not in render_text(merge([doc(hits=1)]), "ok")

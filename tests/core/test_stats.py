@@ -14,7 +14,9 @@ from provider_cache.core.stats import (
     MAX_HOSTS,
     MISSED_LIMIT,
     OTHER_HOSTS,
+    REMOTE_KEYS_LIMIT,
     SCHEMA,
+    RemoteCounts,
     Stats,
     describe,
     parse_retry_after,
@@ -381,3 +383,26 @@ def test_the_per_host_table_is_capped_and_folds_the_rest_into_other_hosts() -> N
     assert snapshot["by_host"][OTHER_HOSTS]["hits"] == 3000 - MAX_HOSTS
     assert snapshot["by_host"]["r0.openai.azure.com"]["hits"] == 2
     assert sum(c["hits"] for c in snapshot["by_host"].values()) == snapshot["hits"] == 3001
+
+
+def test_a_remote_tier_adds_tiers_and_its_counts_to_the_snapshot_and_counters() -> None:
+    stats = Stats(mode="record", window_size=10, remote=RemoteCounts("s3://b-1/p"))
+    before = stats.counters()
+    stats.hit(HOST)
+    stats.hit(HOST)
+    stats.from_remote()
+    assert stats.remote is not None
+    stats.remote.uploaded += 1
+    assert stats.counters() != before
+    document = stats.snapshot()
+    assert document["tiers"] == {"local": 1, "remote": 1}
+    assert document["remote"]["uploaded"] == 1 and document["remote"]["location"] == "s3://b-1/p"
+    assert "tiers" not in Stats(mode="record", window_size=10).snapshot()
+
+
+def test_remote_key_lists_are_capped_and_never_repeat_a_key() -> None:
+    counts = RemoteCounts("s3://b-1/p")
+    for n in range(REMOTE_KEYS_LIMIT + 5):
+        counts.list_key("failed_keys", f"{n:064x}")
+        counts.list_key("failed_keys", f"{n:064x}")
+    assert len(counts.failed_keys) == REMOTE_KEYS_LIMIT == len(set(counts.failed_keys))

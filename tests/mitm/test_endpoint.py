@@ -45,3 +45,29 @@ def test_other_requests_cost_no_coroutine_and_own_ones_are_served():
         asyncio.run(addon.request(flow))
         assert flow.response.status_code == 200
         assert b"/stats" in flow.response.content
+
+
+def test_metrics_gain_the_tier_and_remote_counters_only_with_a_remote():
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from provider_cache.core.stats import REMOTE_TOTALS, RemoteCounts, Stats
+
+    stats = Stats(mode="replay", window_size=10, remote=RemoteCounts("s3://b-1/p", pending=2))
+    stats.hit("api.openai.com")
+    stats.from_remote()
+    status, _, body = endpoint.EndpointApp(stats.snapshot).route("GET", "/metrics")
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(body.decode())
+        for s in family.samples
+    }
+    assert status == 200
+    assert samples[("provider_cache_tier_hits_total", (("tier", "local"),))] == 0
+    assert samples[("provider_cache_tier_hits_total", (("tier", "remote"),))] == 1
+    assert samples[("provider_cache_remote_pending", ())] == 2
+    for name in REMOTE_TOTALS:
+        if name != "pending":
+            assert (f"provider_cache_remote_{name}_total", ()) in samples
+    plain = Stats(mode="replay", window_size=10)
+    _, _, body = endpoint.EndpointApp(plain.snapshot).route("GET", "/metrics")
+    assert b"provider_cache_remote" not in body and b"tier_hits" not in body

@@ -7,6 +7,8 @@ import re
 from pathlib import Path
 from urllib.parse import quote, quote_plus
 
+from tests.support.s3server import AWS_SECRET_ACCESS_KEY
+
 OPENAI_KEY = "sk-proj-PLANTED0penaiKey0000000000000000001"
 ANTHROPIC_KEY = "sk-ant-api03-PLANTEDanthropicKey00000000002"
 AZURE_KEY = "PLANTEDazureApiKey000000000000003"
@@ -45,6 +47,8 @@ ALL = (
     OPENAI_PROJECT,
     ANTHROPIC_ORG,
     COOKIE,
+    #: The S3 fixture's planted AWS secret key: in no object, log or stats file (SPEC §11).
+    AWS_SECRET_ACCESS_KEY,
     *OTHERS,
 )
 #: Files a test writes with a key in them on purpose (to prove the scan finds one).

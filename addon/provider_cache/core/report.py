@@ -12,7 +12,16 @@ import math
 from collections.abc import Callable
 from typing import TypeGuard
 
-from provider_cache.core.stats import HOST_TOTALS, SCHEMA, TOTALS, rate
+from provider_cache.core.stats import (
+    HOST_TOTALS,
+    REMOTE_KEY_LISTS,
+    REMOTE_KEYS_LIMIT,
+    REMOTE_TOTALS,
+    SCHEMA,
+    TIERS,
+    TOTALS,
+    rate,
+)
 
 
 class BadStats(ValueError):
@@ -106,6 +115,22 @@ def _check_shape(doc: dict) -> None:
     if "missed" in doc:
         for i, item in enumerate(_list(doc["missed"], "missed")):
             _check_missed(item, f"missed[{i}]")
+    if "tiers" in doc:
+        tiers = _object(doc["tiers"], "tiers")
+        for name in TIERS:
+            _optional(tiers, name, f"tiers.{name}", _is_count, "a count")
+    if "remote" in doc:
+        _check_remote(_object(doc["remote"], "remote"))
+
+
+def _check_remote(remote: dict) -> None:
+    _optional(remote, "location", "remote.location", _is_str, "a string")
+    for name in REMOTE_TOTALS:
+        _optional(remote, name, f"remote.{name}", _is_count, "a count")
+    for name in REMOTE_KEY_LISTS:
+        for j, key in enumerate(_list(remote.get(name, []), f"remote.{name}")):
+            if not _is_str(key):
+                raise _WrongType(f"remote.{name}[{j}]", "a string")
 
 
 def _check_missed(value: object, at: str) -> None:
@@ -165,6 +190,23 @@ def merge(docs: list[dict]) -> dict:
                 missed[item["key"]] = dict(item)
     merged["missed"] = list(missed.values())
     merged["missed_dropped"] = sum(d.get("missed_dropped", 0) for d in docs)
+    if any("tiers" in d for d in docs):  # a shard without a remote tier: all its hits local
+        tiers = [d.get("tiers", {"local": d["hits"]}) for d in docs]
+        merged["tiers"] = {t: sum(shard.get(t, 0) for shard in tiers) for t in TIERS}
+    remotes = [d["remote"] for d in docs if "remote" in d]
+    if remotes:
+        merged["remote"] = _merge_remote(remotes)
+    return merged
+
+
+def _merge_remote(remotes: list[dict]) -> dict:
+    """Shards' remote tiers: counts summed, key lists joined (capped), one location or mixed."""
+    locations = sorted({r.get("location", "?") for r in remotes})
+    merged: dict = {"location": locations[0] if len(locations) == 1 else "mixed"}
+    merged |= {name: sum(r.get(name, 0) for r in remotes) for name in REMOTE_TOTALS}
+    for name in REMOTE_KEY_LISTS:
+        keys = dict.fromkeys(key for r in remotes for key in r.get(name, []))
+        merged[name] = list(keys)[:REMOTE_KEYS_LIMIT]
     return merged
 
 
@@ -203,6 +245,8 @@ def render_text(merged: dict, verdict: str) -> str:
     ]
     for host, c in merged["by_host"].items():
         lines.append(f"  {host}: {c['hits']} hits, {c['misses']} misses ({percent(c['hit_rate'])})")
+    if "remote" in merged:
+        lines += _remote_lines(merged)
     if merged["missed"]:
         lines.append(f"missed requests ({len(merged['missed'])}):")
         for m in merged["missed"]:
@@ -211,6 +255,35 @@ def render_text(merged: dict, verdict: str) -> str:
     if merged["missed_dropped"]:
         lines.append(f"  … and {merged['missed_dropped']} more misses of requests not listed")
     return "\n".join(lines)
+
+
+#: Keys of failed or conflicting uploads the text report names, per list.
+SHOWN_REMOTE_KEYS = 10
+
+
+def remote_summary(merged: dict) -> str:
+    """One line of the remote tier: its hits, lookups that missed or failed, and uploads."""
+    r, hits = merged["remote"], merged.get("tiers", {}).get("remote", 0)
+    return (
+        f"remote {r.get('location', '?')}: {hits} hits, {r.get('misses', 0)} misses, "
+        f"{r.get('errors', 0)} errors, {r.get('skipped', 0)} not asked; "
+        f"{r.get('uploaded', 0)} uploaded, {r.get('pending', 0)} pending, "
+        f"{r.get('failed', 0)} failed, {r.get('conflicts', 0)} conflicts"
+    )
+
+
+def _remote_lines(merged: dict) -> list[str]:
+    lines = [remote_summary(merged)]
+    remote = merged["remote"]
+    for name, said in (("failed_keys", "not uploaded"), ("conflict_keys", "already there")):
+        keys = remote.get(name, [])
+        if keys:
+            shown = ", ".join(key[:16] for key in keys[:SHOWN_REMOTE_KEYS])
+            more = (
+                f" (+{len(keys) - SHOWN_REMOTE_KEYS} more)" if len(keys) > SHOWN_REMOTE_KEYS else ""
+            )
+            lines.append(f"  {said}: {shown}{more}")
+    return lines
 
 
 def explain(missed: dict) -> list[str]:
@@ -236,6 +309,8 @@ def render_markdown(merged: dict, verdict: str, passed: bool) -> str:
         f"{percent(merged['hit_rate'])} | {merged['recorded']} | {merged['passthrough']} | "
         f"{merged['errors']} |",
     ]
+    if "remote" in merged:
+        lines += ["", _md(remote_summary(merged))]
     if merged["missed"]:
         lines += ["", "**Missed requests** (re-record them; see the README):", ""]
         lines += ["| count | request | key | why it missed |", "|---:|---|---|---|"]

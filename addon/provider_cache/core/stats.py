@@ -21,6 +21,14 @@ OTHER_HOSTS = "(other hosts)"
 TOTALS = ("hits", "misses", "recorded", "passthrough", "errors")
 HOST_TOTALS = ("hits", "misses", "recorded", "errors")
 BODY_PREVIEW = 2048
+#: Hits by tier (SPEC §11): the local store, or the remote tier on a local miss.
+TIERS = ("local", "remote")
+#: The remote tier's counts, as the stats file, the endpoint and the gate name them.
+REMOTE_TOTALS = ("misses", "errors", "skipped", "uploaded", "pending", "failed", "conflicts")
+#: The remote tier's lists of keys (uploads that failed, objects that differ from ours).
+REMOTE_KEY_LISTS = ("failed_keys", "conflict_keys")
+#: Keys each of those lists names at most.
+REMOTE_KEYS_LIMIT = 100
 
 
 @dataclass
@@ -43,6 +51,45 @@ class Missed:
 
 
 @dataclass
+class RemoteCounts:
+    """The remote tier's counts (SPEC §11), apart from its hits (Stats.remote_hits).
+
+    Lookups are counted on the event loop; uploads on the upload threads, which hold the
+    uploader's lock while they count. Kept for the tier's life, across a new Stats.
+    """
+
+    location: str
+    #: Keys asked for that the remote does not have.
+    misses: int = 0
+    #: Failed lookups (timeouts, error answers, corrupt objects) and a failed start-up probe.
+    errors: int = 0
+    #: Local misses not asked for: the remote was unavailable or paused after failures.
+    skipped: int = 0
+    #: Entries recorded here that the remote now holds (written, or already there the same).
+    uploaded: int = 0
+    #: Entries waiting for their upload, or under way.
+    pending: int = 0
+    #: Uploads given up (after retries, at shutdown, or with the queue full): still local.
+    failed: int = 0
+    #: Uploads whose key the remote already held with another answer: never replaced.
+    conflicts: int = 0
+    failed_keys: list[str] = field(default_factory=list)
+    conflict_keys: list[str] = field(default_factory=list)
+
+    def list_key(self, name: str, key: str) -> None:
+        keys = getattr(self, name)
+        if key not in keys and len(keys) < REMOTE_KEYS_LIMIT:
+            keys.append(key)
+
+    def snapshot(self) -> dict:
+        return {
+            "location": self.location,
+            **{name: getattr(self, name) for name in REMOTE_TOTALS},
+            **{name: list(getattr(self, name)) for name in REMOTE_KEY_LISTS},
+        }
+
+
+@dataclass
 class Stats:
     mode: str
     window_size: int
@@ -55,6 +102,9 @@ class Stats:
     #: Upstream answers 429 (or 503) while recording, and the longest retry-after they asked for.
     rate_limited: int = 0
     retry_after: float | None = None
+    #: With a remote tier: its counts, and how many of the hits it served.
+    remote: RemoteCounts | None = None
+    remote_hits: int = 0
 
     def __post_init__(self) -> None:
         self.window: deque[bool] = deque(maxlen=self.window_size)
@@ -92,6 +142,10 @@ class Stats:
             self.missed_dropped += 1
         return False
 
+    def from_remote(self) -> None:
+        """The hit just counted was served by the remote tier (a local miss)."""
+        self.remote_hits += 1
+
     def failed_lookup(self, host: str) -> None:
         """A lookup the cache could not complete: a miss (the gate must see it) and an error."""
         self.misses += 1
@@ -118,7 +172,7 @@ class Stats:
 
     def counters(self) -> tuple[int, ...]:
         """Changes whenever anything was counted; cheap enough to poll every second."""
-        return (
+        counts = (
             self.hits,
             self.misses,
             self.recorded,
@@ -126,6 +180,9 @@ class Stats:
             self.errors,
             self.rate_limited,
         )
+        if self.remote is None:
+            return counts
+        return counts + tuple(getattr(self.remote, name) for name in REMOTE_TOTALS)
 
     def snapshot(self) -> dict:
         window_hits = sum(self.window)
@@ -154,6 +211,17 @@ class Stats:
             },
             "missed": [vars(m).copy() for m in list(self.missed.values())],
             "missed_dropped": self.missed_dropped,
+            **self._tiers(),
+        }
+
+    def _tiers(self) -> dict:
+        """`tiers` and `remote`, present only when a remote tier is configured."""
+        if self.remote is None:
+            return {}
+        local = self.hits - self.remote_hits
+        return {
+            "tiers": {"local": local, "remote": self.remote_hits},
+            "remote": self.remote.snapshot(),
         }
 
 

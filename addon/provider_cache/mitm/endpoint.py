@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from provider_cache.core.names import ENDPOINT_HOST as HOST
-from provider_cache.core.stats import HOST_TOTALS, TOTALS
+from provider_cache.core.stats import HOST_TOTALS, REMOTE_TOTALS, TOTALS
 
 _HOST_BYTES = HOST.encode()
 
@@ -51,6 +51,32 @@ class StatsCollector:
             for host, counts in stats["by_host"].items():
                 family.add_metric([host], counts[name])
             yield family
+        if "remote" in stats:
+            yield from _remote_metrics(stats)
+
+
+_REMOTE_HELP = {
+    "misses": "Keys asked of the remote tier that it does not have",
+    "errors": "Remote lookups that failed or found a corrupt object, and a failed probe",
+    "skipped": "Local misses not asked of the remote (unavailable, or paused after failures)",
+    "uploaded": "Recorded entries the remote holds (written, or already there the same)",
+    "pending": "Recorded entries waiting for their upload",
+    "failed": "Uploads given up: the entries stay in the local store",
+    "conflicts": "Uploads whose key the remote holds with another answer (never replaced)",
+}
+
+
+def _remote_metrics(stats: dict) -> Iterator[Metric]:
+    """With a remote tier (SPEC §11): hits by tier, and the remote's lookups and uploads."""
+    tiers = CounterMetricFamily(
+        "provider_cache_tier_hits", "Hits by the tier that served them", labels=["tier"]
+    )
+    for tier, hits in stats["tiers"].items():
+        tiers.add_metric([tier], hits)
+    yield tiers
+    for name in REMOTE_TOTALS:
+        metric = GaugeMetricFamily if name == "pending" else CounterMetricFamily
+        yield metric(f"provider_cache_remote_{name}", _REMOTE_HELP[name], stats["remote"][name])
 
 
 def _gauge(name: str, doc: str, value: float | None) -> GaugeMetricFamily:

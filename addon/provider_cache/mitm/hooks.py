@@ -4,6 +4,9 @@
     responseheaders  a forwarded answer: tee its stream while the client reads it
     response, error  forwarded → record, if the answer is complete and a success
 
+With a remote tier (mitm/remote.py), a local miss asks the remote before the mode's miss,
+and what is recorded is uploaded; a local hit never reaches the remote's code.
+
 Each hook opens with guard clauses and hands the work to the pure modules (keys,
 records, stats), the store, and the background machinery (mitm/background.py).
 Per-flow state that cannot be serialised (the stream recorder) stays in this addon,
@@ -31,7 +34,7 @@ from provider_cache.core.names import CACHE_HEADER, FLOW_METADATA_KEY
 from provider_cache.core.recent import RecentEntries
 from provider_cache.core.stats import DEFAULT_WINDOW, Stats, parse_retry_after
 from provider_cache.core.streaming import StreamRecorder, is_event_stream
-from provider_cache.mitm import endpoint, flows, options
+from provider_cache.mitm import endpoint, flows, options, remote
 from provider_cache.mitm.background import Diagnoser, StatsFlusher, Writer
 from provider_cache.mitm.keying import Keyer
 from provider_cache.storage.cachefiles import CacheFiles
@@ -80,6 +83,10 @@ class ProviderCache:
         self.writer = Writer()
         self.diagnoser = Diagnoser()
         self.flusher = StatsFlusher(lambda: self.files, lambda: self.stats)
+        self.remote: remote.RemoteTier | None = None
+        self._remote_started: asyncio.Future | None = None
+        #: Configured before mitmproxy serves (not a script reload): a start-up stop is right.
+        self.at_startup = False
 
     @property
     def store(self) -> Store | None:
@@ -104,6 +111,7 @@ class ProviderCache:
             new = options.parse(ctx.options)
             if self.files is None or not self.files.serves(new.cache_dir, new.stats_file):
                 self._open_files(new)
+            self._open_remote(new)
         except (ValueError, StoreError) as e:
             if self.settings is None:
                 # Raising here would print a traceback through mitmproxy's script loader.
@@ -117,6 +125,7 @@ class ProviderCache:
             self.stats = Stats(
                 mode=new.mode, window_size=new.window_size, started_at=self.started_at
             )
+        self.stats.remote = self.remote.counts if self.remote is not None else None
         if old is None or new.rules != old.rules:
             self.keyer = Keyer(new.rules)  # keys remembered under the old rules are void
         self.settings = new
@@ -132,15 +141,44 @@ class ProviderCache:
                 files.begin_run()
         self.files = files
 
-    def running(self) -> None:
+    def _open_remote(self, new: options.Settings) -> None:
+        """A new remote tier when cache_remote or cache_remote_write changed (ValueError:
+        boto3 is missing); the old one's uploads are flushed first."""
+        old = self.settings
+        if old is not None and (new.remote, new.remote_write) == (old.remote, old.remote_write):
+            return
+        tier = remote.open_tier(new.remote, new.remote_write) if new.remote else None
+        if self.remote is not None:
+            self.remote.close(say=logger.warning)
+        self.remote = tier
+        if old is None:
+            self.at_startup = not _proxy_running()
+        elif tier is not None and self.flusher.task is not None:  # running: probe it now
+            self._remote_started = asyncio.ensure_future(self._start_remote(tier))
+
+    def running(self) -> Awaitable[None] | None:
         # Replay must not need the network: only connect upstream when a request is forwarded.
         if ctx.options.connection_strategy != "lazy":
             ctx.options.update(connection_strategy="lazy")
-        if self.files is not None and self.flusher.task is None:
-            self.files.begin_run()
-            self.flusher.start()
-            cfg, files = self._settings(), self.files
-            logger.info(options.startup_line(cfg, len(files.store), not files.writable))
+        if self.files is None or self.flusher.task is not None:
+            return None
+        self.files.begin_run()
+        self.flusher.start()
+        if self.remote is not None:
+            # A task, not a coroutine: a script reload calls running() without awaiting it.
+            self._remote_started = asyncio.ensure_future(self._start_remote(self.remote))
+            return self._remote_started
+        self._say_startup_line(None)
+        return None
+
+    async def _start_remote(self, tier: remote.RemoteTier) -> None:
+        """The remote's probe, off the event loop; then the start-up line that names it."""
+        await tier.start(at_startup=self.at_startup)
+        self._say_startup_line(tier.describe())
+
+    def _say_startup_line(self, remote_state: str | None) -> None:
+        cfg, files = self._settings(), self._files()
+        logger.info(options.startup_line(cfg, len(files.store), not files.writable, remote_state))
 
     def done(self) -> None:
         self.flusher.stop()
@@ -149,6 +187,9 @@ class ProviderCache:
         self.files.closing = True
         self.diagnoser.shutdown()
         self.writer.shutdown()
+        if self.remote is not None:  # uploads read nothing from the store: its bytes are queued
+            self.remote.close(say=lambda line: print(line, file=sys.stderr, flush=True))
+            self.remote = None
         try:
             self.files.write_stats(self.snapshot())
         except OSError as e:  # logging is already shut down here
@@ -164,8 +205,7 @@ class ProviderCache:
             return None
         host = flow.request.host
         if not cfg.is_provider(host):
-            self._not_provider(flow)
-            return None
+            return self._not_provider(flow)
         size = len(flow.request.raw_content or b"")
         storable = size <= cfg.max_body_size
         if storable and size > KEY_OFF_LOOP_BYTES:
@@ -174,11 +214,10 @@ class ProviderCache:
             if not storable:
                 logger.warning("%s request body over cache_max_body_size: not cached", host)
             key, normalized = self.keyer.key(flow.request, storable)
-            self._decide(flow, cfg, files, host, storable, key, normalized)
+            return self._decide(flow, cfg, files, host, storable, key, normalized)
         except BaseException:
             self._fail_closed(flow, cfg, host)
             raise
-        return None
 
     async def _request_off_loop(
         self, flow: http.HTTPFlow, cfg: options.Settings, files: CacheFiles, host: str
@@ -188,7 +227,9 @@ class ProviderCache:
         try:
             fingerprint, key, normalized = await asyncio.to_thread(self.keyer.compute, flow.request)
             self.keyer.remember(fingerprint, key)
-            self._decide(flow, cfg, files, host, True, key, normalized)
+            asked = self._decide(flow, cfg, files, host, True, key, normalized)
+            if asked is not None:
+                await asked
         except BaseException:
             self._fail_closed(flow, cfg, host)
             raise
@@ -202,21 +243,76 @@ class ProviderCache:
         storable: bool,
         key: str,
         normalized: dict | None,
-    ) -> None:
-        """Look up → serve; else answer the miss (replay) or forward it (to be recorded)."""
+    ) -> Awaitable[None] | None:
+        """Look up → serve; else ask the remote tier (an awaitable for mitmproxy), or answer
+        the miss (replay) or forward it (to be recorded)."""
         lookup = storable and cfg.mode != "refresh" and key not in self.rerecord_keys
         replay = self._lookup(files, key, host) if lookup else None
         if replay is not None and self._servable(cfg, replay.entry):
             self._serve(flow, files, replay, host)
+        elif replay is None and lookup and self.remote is not None:
+            return self._read_through(self.remote, flow, cfg, files, host, key, normalized)
         else:
-            if normalized is None:  # the key was remembered; a miss shows the normal form
-                normalized = self.keyer.normalized(flow.request, storable)
-            if cfg.mode == "replay":
-                self._answer_miss(flow, key, host, normalized)
-            else:
-                self._forward(flow, Pending(key, host, storable), normalized)
+            self._miss(flow, cfg, host, storable, key, normalized)
         for watcher in self.watchers:
             watcher.decided(flow)
+        return None
+
+    def _miss(
+        self,
+        flow: http.HTTPFlow,
+        cfg: options.Settings,
+        host: str,
+        storable: bool,
+        key: str,
+        normalized: dict | None,
+    ) -> None:
+        """The mode's miss: answer it (replay), or forward it to be recorded."""
+        if normalized is None:  # the key was remembered; a miss shows the normal form
+            normalized = self.keyer.normalized(flow.request, storable)
+        if cfg.mode == "replay":
+            self._answer_miss(flow, key, host, normalized)
+        else:
+            self._forward(flow, Pending(key, host, storable), normalized)
+
+    async def _read_through(
+        self,
+        tier: remote.RemoteTier,
+        flow: http.HTTPFlow,
+        cfg: options.Settings,
+        files: CacheFiles,
+        host: str,
+        key: str,
+        normalized: dict | None,
+    ) -> None:
+        """A local miss asks the remote (bounded); a checked object is stored locally and
+        served as a local hit is. Not in refresh mode (it never looks up: it wants the
+        provider's answer). In read-old-write-new, what was recorded during this run is not
+        served, from either tier."""
+        try:
+            found = await tier.fetch(key)
+            if found is not None and self._servable(cfg, found.entry):
+                await self._keep_locally(files, key, found.packed, host)
+                self._serve(flow, files, flows.Replay.of(found.entry), host)
+                flow.metadata[FLOW_METADATA_KEY]["tier"] = "remote"
+                self.stats.from_remote()
+            else:
+                self._miss(flow, cfg, host, True, key, normalized)
+            for watcher in self.watchers:
+                watcher.decided(flow)
+        except BaseException:
+            self._fail_closed(flow, cfg, host)
+            raise
+
+    async def _keep_locally(self, files: CacheFiles, key: str, packed: bytes, host: str) -> None:
+        """The remote's entry, as it is, in the local store: the next request is a local hit."""
+        if not files.writable:
+            return
+        try:
+            await self.writer.put(files, key, packed)
+        except StoreError as e:
+            logger.error("could not store key %s from the remote: %s", key, e)
+            self.stats.error(host)
 
     def _fail_closed(self, flow: http.HTTPFlow, cfg: options.Settings, host: str) -> None:
         """Replay fails closed: mitmproxy forwards a flow whose hook raised, unless it has an
@@ -273,12 +369,15 @@ class ProviderCache:
         assert self.files is not None
         return self.files
 
-    def _not_provider(self, flow: http.HTTPFlow) -> None:
+    def _not_provider(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         if endpoint.is_endpoint(flow.request):  # not counted: the endpoint answers it
             for watcher in self.watchers:
                 watcher.endpoint(flow)
+            if self.remote is not None and not self.remote.decided.is_set():
+                return self.remote.ready()  # "ready" waits for the remote's start-up probe
         else:
             self.stats.pass_through()
+        return None
 
     def _lookup(self, files: CacheFiles, key: str, host: str) -> flows.Replay | None:
         try:
@@ -383,8 +482,9 @@ class ProviderCache:
     async def _record(self, flow: http.HTTPFlow, pending: Pending, entry: records.Entry) -> None:
         """Store the entry on the writer thread; count it once it is durable."""
         files = self._files()
+        packed = records.pack(entry)
         try:
-            await self.writer.put(files, pending.key, records.pack(entry))
+            await self.writer.put(files, pending.key, packed)
         except StoreError as e:
             logger.error("could not record key %s: %s", pending.key, e)
             self.stats.error(pending.host)
@@ -393,6 +493,8 @@ class ProviderCache:
             flow.metadata[FLOW_METADATA_KEY]["recorded_at"] = entry.recorded_at  # for mitmweb
             self.stats.record(pending.host)
             self.rerecord_keys.discard(pending.key)
+            if self.remote is not None:
+                self.remote.upload(pending.key, packed)
         self._settled(flow)
 
     def _settled(self, flow: http.HTTPFlow) -> None:

@@ -21,6 +21,7 @@ from provider_cache.core import hosts
 from provider_cache.core.hosts import HostMatcher
 from provider_cache.core.keys import KeyRules
 from provider_cache.core.names import DEFAULT_MODE, MODES
+from provider_cache.core.remoteobject import URL_FORM, RemoteLocation, parse_location
 from provider_cache.core.stats import DEFAULT_WINDOW
 from provider_cache.storage.cachedir import DEFAULT_CACHE_DIR, STATS_FILE
 
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
 
 DEFAULT_MAX_BODY = "32m"
 DEFAULT_MAP_SIZE = "1g"  # storage.store.DEFAULT_MAP_SIZE, as an option value (a test checks)
+#: cache_remote_write: write when the credentials allow it, never, or fail without writes.
+REMOTE_WRITE_MODES = ("auto", "false", "true")
 
 
 #: mitmproxy's own options that `parse` checks too.
@@ -92,6 +95,21 @@ OPTIONS: tuple[Option, ...] = (
         str,
         DEFAULT_MAP_SIZE,
         "Initial LMDB map size (address space, not disk); it doubles whenever it fills up.",
+    ),
+    Option(
+        "cache_remote",
+        str,
+        "",
+        f"Shared remote tier, {URL_FORM} (S3, R2, MinIO, GCS interop); empty: none. Endpoint, "
+        "region and credentials come from the standard AWS configuration.",
+    ),
+    Option(
+        "cache_remote_write",
+        str,
+        "auto",
+        "auto (upload what is recorded when the credentials allow it) | false (read only) | "
+        "true (stop at start-up if writes are refused).",
+        REMOTE_WRITE_MODES,
     ),
 )
 NAMES = tuple(option.name for option in OPTIONS)
@@ -189,6 +207,8 @@ class Settings:
     window_size: int
     map_size: int
     keep_account_headers: bool = False
+    remote: RemoteLocation | None = None
+    remote_write: str = "auto"
 
 
 def parse(options: Options) -> Settings:
@@ -210,6 +230,12 @@ def parse(options: Options) -> Settings:
     map_size = _size(options.cache_map_size, "cache_map_size", DEFAULT_MAP_SIZE)
     if options.cache_window_size < 1:
         raise ValueError(f"cache_window_size must be at least 1; got {options.cache_window_size}")
+    remote = _remote(options.cache_remote)
+    if options.cache_remote_write not in REMOTE_WRITE_MODES:
+        raise ValueError(
+            f"cache_remote_write must be one of {', '.join(REMOTE_WRITE_MODES)}; "
+            f"got {options.cache_remote_write!r}"
+        )
     try:
         host_patterns = hosts.expand(options.cache_hosts)
     except ValueError as e:
@@ -231,7 +257,19 @@ def parse(options: Options) -> Settings:
         window_size=options.cache_window_size,
         map_size=map_size,
         keep_account_headers=options.cache_keep_account_headers,
+        remote=remote,
+        remote_write=options.cache_remote_write,
     )
+
+
+def _remote(value: str) -> RemoteLocation | None:
+    """The remote tier's location; the value is not repeated (it may hold credentials)."""
+    if not value.strip():
+        return None
+    try:
+        return parse_location(value)
+    except ValueError as e:
+        raise ValueError(f"cache_remote: {e}") from None
 
 
 def _names(values: Sequence[str], option: str) -> tuple[str, ...]:
@@ -255,15 +293,19 @@ def _size(value: str, option: str, example: str) -> int:
 SHOWN_HOSTS = 3
 
 
-def startup_line(settings: Settings, entries: int, read_only: bool) -> str:
-    """What the proxy says once it runs: mode, cache directory and its size, hosts."""
+def startup_line(
+    settings: Settings, entries: int, read_only: bool, remote: str | None = None
+) -> str:
+    """What the proxy says once it runs: mode, cache directory and its size, hosts, and the
+    remote tier as its start-up probe found it (mitm/remote.py)."""
     stored = f"{entries} {'entry' if entries == 1 else 'entries'}"
     if read_only:
         stored += ", read-only"
     named = ", ".join(settings.hosts[:SHOWN_HOSTS]) or "none (nothing is cached)"
     if len(settings.hosts) > SHOWN_HOSTS:
         named += f", … (+{len(settings.hosts) - SHOWN_HOSTS} more)"
-    return (
+    line = (
         f"provider-cache: {settings.mode} mode, cache {settings.cache_dir}/ ({stored}), "
         f"hosts {named}"
     )
+    return f"{line}, remote {remote}" if remote else line
