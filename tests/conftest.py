@@ -16,7 +16,12 @@ from tests.support.secrets import files_containing_secrets
 pytest_plugins = ["tests.support.s3fixtures"]
 
 #: Upstream host names the fake provider answers for, as real SDKs send them.
-PROVIDER_HOSTS = ("api.openai.com", "api.anthropic.com", "generativelanguage.googleapis.com")
+PROVIDER_HOSTS = (
+    "api.openai.com",
+    "api.anthropic.com",
+    "generativelanguage.googleapis.com",
+    "bedrock-runtime.us-east-1.amazonaws.com",
+)
 
 _CLIENT_VARS = (
     "HTTPS_PROXY",

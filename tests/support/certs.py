@@ -22,6 +22,7 @@ SERVER_DNS_NAMES: tuple[str, ...] = (
     "api.anthropic.com",
     "generativelanguage.googleapis.com",
     "*.openai.azure.com",
+    "bedrock-runtime.us-east-1.amazonaws.com",
 )
 SERVER_IPS: tuple[str, ...] = ("127.0.0.1",)
 

@@ -17,6 +17,13 @@ Misbehaviour is selected by the ``model`` field of the JSON body:
 
 ``answer_headers`` adds headers to every answer (Set-Cookie, openai-organization, …), and
 ``/v1/echo`` answers with the request it got, secrets included, as a careless gateway would.
+
+Beyond OpenAI chat and Anthropic it speaks, with the faults of tests/support/fake_formats.py
+(the model name again, or Bedrock's model id in the path): OpenAI Responses (`/v1/responses`),
+Bedrock (`/model/ID/converse`, `converse-stream`, `invoke-with-response-stream`: AWS event
+streams), Gemini (`/v1beta/models/M:generateContent`, `:streamGenerateContent` with
+`alt=sse` or as a JSON array) and Ollama (`/api/chat`: NDJSON). ``chunk_delay`` paces every
+stream; ``stream_encoding`` (e.g. "gzip") content-encodes them, flushed per event.
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import brotli
 
@@ -47,6 +54,7 @@ try:  # zstd lives in the stdlib from 3.14; the venv ships the backport.
 except ImportError:
     from backports import zstd
 
+from tests.support import fake_formats as formats
 from tests.support.certs import TestPKI, make_test_ca
 
 CREATED = 1700000000
@@ -308,11 +316,17 @@ class _Handler(BaseHTTPRequestHandler):
             ("POST", "/v1/files"): self._files,
             ("GET", "/v1/models"): self._models,
             ("POST", "/v1/messages"): self._messages,
+            ("POST", "/v1/responses"): self._responses,
+            ("POST", "/api/chat"): self._ollama_chat,
             ("GET", "/v1/echo"): self._echo,
             ("POST", "/v1/echo"): self._echo,
         }
         if self.command in ("GET", "POST") and path.startswith("/status/"):
             return self._status
+        if self.command == "POST" and path.startswith("/model/"):
+            return self._bedrock
+        if self.command == "POST" and "/models/" in path and ":" in path:
+            return self._gemini
         return routes.get((self.command, path), self._not_found)
 
     # -- request body -----------------------------------------------------------------------
@@ -386,23 +400,46 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
         self.wfile.flush()
 
-    def _stream(self, events: list[bytes], model: str) -> None:
-        """Send SSE events as individual HTTP chunks, applying the model's misbehaviour."""
+    def _stream(
+        self,
+        events: list[bytes],
+        model: str,
+        content_type: str = formats.SSE_TYPE,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """Send events (SSE events, event-stream frames, lines, array pieces) as individual
+        HTTP chunks, applying the model's misbehaviour."""
         self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.send_header("Content-Type", content_type)
         self.send_header("Cache-Control", "no-cache")
         self.send_header("Transfer-Encoding", "chunked")
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        encoding = self.server.provider.stream_encoding
+        compressor = zlib.compressobj(wbits=31) if encoding == "gzip" else None
+        if encoding:
+            assert compressor is not None, f"stream_encoding {encoding!r}: only gzip"
+            self.send_header("Content-Encoding", encoding)
         self.end_headers()
         delay = SLOW_DELAY if model == "slow" else self.server.provider.chunk_delay
+        sent = self.server.provider._stream_started()
         for index, event in enumerate(events):
-            if model == "cut-stream" and index == 2:
+            if model in ("cut-stream", "cut-frame") and index == 2:
+                if model == "cut-frame":  # half of the third event, frame or line
+                    sent += event[: len(event) // 2]
+                    self._write_chunk(event[: len(event) // 2])
                 self._cut_connection()
                 return
             if index and delay:
                 time.sleep(delay)
+            sent += event
+            if compressor is not None:
+                event = compressor.compress(event) + compressor.flush(zlib.Z_SYNC_FLUSH)
             self._write_chunk(event)
         if model == "linger":
             time.sleep(LINGER_SECONDS)
+        if compressor is not None:
+            self._write_chunk(compressor.flush())
         self._write_chunk(b"")
 
     def _cut_connection(self) -> None:
@@ -525,6 +562,77 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send_json(200, _anthropic_message(self._served, model, prompt, answer))
 
+    def _responses(self, path: str, query: str) -> None:
+        """OpenAI's Responses API, as a JSON object or an SSE stream (`event:` names)."""
+        body = self._json_body()
+        model = str(body.get("model", ""))
+        if self._error_for_model(model, _openai_error_for_kind):
+            return
+        prompt = formats.responses_prompt(body)
+        answer = "echo: " + prompt
+        assert self._served is not None
+        if body.get("stream"):
+            self._stream(
+                formats.responses_stream(self._served, model, prompt, answer, model), model
+            )
+        else:
+            self._send_json(200, formats.response_object(self._served, model, prompt, answer))
+
+    def _bedrock(self, path: str, query: str) -> None:
+        """Bedrock runtime: `/model/ID/OPERATION`; the streams are AWS event streams."""
+        model_id, _, operation = path.removeprefix("/model/").rpartition("/")
+        model = unquote(model_id)
+        body = self._json_body()
+        if self._error_for_model(model, lambda message, kind: {"message": message}):
+            return
+        prompt = formats.bedrock_prompt(body)
+        answer = "echo: " + prompt
+        assert self._served is not None
+        if operation == "converse":
+            self._send_json(200, formats.converse(prompt, answer))
+        elif operation == "converse-stream":
+            events = formats.converse_stream(prompt, answer, model)
+            self._stream(events, model, formats.EVENT_STREAM_TYPE)
+        elif operation == "invoke-with-response-stream":
+            events = formats.invoke_stream(self._served, model, prompt, answer, model)
+            bedrock_type = {"x-amzn-bedrock-content-type": "application/json"}
+            self._stream(events, model, formats.EVENT_STREAM_TYPE, bedrock_type)
+        else:
+            self._not_found(path, query)
+
+    def _gemini(self, path: str, query: str) -> None:
+        """`/v1beta/models/M:generateContent`, `:streamGenerateContent` (`alt=sse`: SSE;
+        without: a JSON array streamed in pieces)."""
+        name, _, method = path.rpartition(":")
+        model = name.rsplit("/", 1)[-1]
+        prompt = formats.gemini_prompt(self._json_body())
+        answer = "echo: " + prompt
+        assert self._served is not None
+        chunks = formats.gemini_chunks(self._served, model, prompt, answer, model)
+        if method == "generateContent":
+            whole = formats.gemini_chunk(self._served, model, answer, True, prompt)
+            self._send_json(200, whole)
+        elif method == "streamGenerateContent" and parse_qs(query).get("alt") == ["sse"]:
+            events = [b"data: " + json.dumps(c).encode() + b"\r\n\r\n" for c in chunks]
+            self._stream(events, model)
+        elif method == "streamGenerateContent":
+            pieces = formats.gemini_array(chunks, model)
+            self._stream(pieces, model, "application/json; charset=UTF-8")
+        else:
+            self._not_found(path, query)
+
+    def _ollama_chat(self, path: str, query: str) -> None:
+        """Ollama's `/api/chat`: NDJSON lines when streaming (its default), else one object."""
+        body = self._json_body()
+        model = str(body.get("model", ""))
+        answer = "echo: " + _last_content(body.get("messages") or [], role="user")
+        lines = formats.ollama_lines(model, answer, model)
+        if body.get("stream", True):
+            self._stream(lines, model, formats.NDJSON_TYPE)
+        else:
+            whole = json.loads(lines[-1]) | {"message": {"role": "assistant", "content": answer}}
+            self._send_json(200, whole)
+
     def _echo(self, path: str, query: str) -> None:
         headers: dict[str, str] = {}
         for name, value in self.headers.items():
@@ -627,12 +735,16 @@ class FakeProvider:
         self.pki = pki
         self._listen_port = port  # 0, the tests' choice: a free port
         self.chunk_delay = 0.0
+        #: A content coding for every stream ("gzip"), flushed after each event.
+        self.stream_encoding = ""
         #: Scripted failures: each request answers the next (status, headers) instead, in order.
         self.fail_next: list[tuple[int, dict[str, str]]] = []
         #: Headers every answer carries, as real providers send Set-Cookie or openai-organization.
         self.answer_headers: list[tuple[str, str]] = []
         self.served = 0
         self.requests: list[JSON] = []
+        #: Each stream's body as sent (before any stream_encoding), in order; grows as it goes.
+        self.streamed: list[bytearray] = []
         self.errors: list[BaseException] = []
         self.closing = False
         self.port = 0
@@ -657,6 +769,11 @@ class FakeProvider:
         """The next scripted failure, if a test queued any in `fail_next`."""
         with self._lock:
             return self.fail_next.pop(0) if self.fail_next else None
+
+    def _stream_started(self) -> bytearray:
+        with self._lock:
+            self.streamed.append(bytearray())
+            return self.streamed[-1]
 
     def _record(self, method: str, path: str, headers: list[tuple[str, str]], body: bytes) -> int:
         with self._lock:
@@ -697,7 +814,12 @@ class FakeProvider:
 # ---------------------------------------------------------------------------------------------
 
 #: The provider hosts a proxy can send here (its certificate names them).
-STAND_IN_FOR = ("api.openai.com", "api.anthropic.com", "generativelanguage.googleapis.com")
+STAND_IN_FOR = (
+    "api.openai.com",
+    "api.anthropic.com",
+    "generativelanguage.googleapis.com",
+    "bedrock-runtime.us-east-1.amazonaws.com",
+)
 RESOLVE_ADDON = Path(__file__).with_name("resolve.py")
 
 

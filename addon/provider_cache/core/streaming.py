@@ -1,98 +1,124 @@
-"""Recording a server-sent-event stream while it flows through to the client (SPEC §4).
+"""Recording a streamed answer while it flows through to the client (SPEC §4).
 
 mitmproxy calls the recorder with every chunk as it arrives and with b"" at the end; it
-keeps a copy and returns the chunk unchanged, so the client sees each token live. The
-copy is parsed into events as it passes (lines, `event:` and `data:` fields, a blank
-line ending each event), never searched for substrings: an answer whose *text* says
-`data: [DONE]` is not a terminal event.
+keeps a copy and returns the chunk unchanged, so the client sees each token live. As the
+chunks pass, the checker of the answer's wire format follows its framing (never a
+substring search over the body), so that at the end the recorder can say whether the
+copy is the whole answer and a success — and if not, why (core/rejections.py):
 
-A stream is complete when it ended properly (dialects without a terminal event, such as
-Gemini's) or when its last event was a terminal one before the client hung up (the
-openai SDK closes the connection as soon as it reads `data: [DONE]`); never when an
-event said the answer failed (`event: error`, `response.failed`).
+    text/event-stream                    core/sse.py         (the dialect by the path)
+    application/vnd.amazon.eventstream   core/eventstream.py (the Bedrock operation by the path)
+    application/x-ndjson                 core/ndjson.py
+    …:streamGenerateContent, JSON        core/jsonarray.py   (Gemini without `alt=sse`)
+
+A content-encoded stream is decoded for its checker as it passes (core/streamdecode.py).
 """
 
 from __future__ import annotations
 
-#: Events after which a provider sends nothing more of substance, as they look on the wire.
-TERMINAL_EVENTS: tuple[bytes, ...] = (
-    b"data: [DONE]",  # OpenAI and every OpenAI-compatible provider
-    b"event: message_stop",  # Anthropic Messages
-    b"event: response.completed",  # OpenAI Responses
-    b"event: response.incomplete",
-    b"event: message-end",  # Cohere v2
-)
-#: Events that say the answer failed, wherever in the stream they come.
-FAILURE_EVENTS: tuple[bytes, ...] = (b"event: error", b"event: response.failed")
+from typing import Protocol
 
-_TERMINAL_NAMES = frozenset(e.removeprefix(b"event: ") for e in TERMINAL_EVENTS[1:])
-_FAILURE_NAMES = frozenset(e.removeprefix(b"event: ") for e in FAILURE_EVENTS)
-_DONE = b"[DONE]"
+from provider_cache.core.eventstream import EventStreamChecker, operation_for
+from provider_cache.core.jsonarray import JSONArrayChecker
+from provider_cache.core.ndjson import NDJSONChecker
+from provider_cache.core.rejections import TOO_LARGE, UNDECODABLE
+from provider_cache.core.sse import (
+    FAILURE_EVENTS,
+    TERMINAL_EVENTS,
+    EventParser,
+    SSEChecker,
+    dialect_for,
+)
+from provider_cache.core.streamdecode import DecodeError, Overflow, StreamDecoder, decoder_for
+
+__all__ = [
+    "FAILURE_EVENTS",
+    "TERMINAL_EVENTS",
+    "Checker",
+    "EventParser",
+    "StreamRecorder",
+    "checker_for",
+    "is_event_stream",
+    "is_streamed",
+    "recorder_for",
+]
+
+EVENT_STREAM = "text/event-stream"
+AWS_EVENT_STREAM = "application/vnd.amazon.eventstream"
+NDJSON_TYPES = ("application/x-ndjson", "application/ndjson")
+#: Gemini's streaming method; without `alt=sse` it answers a JSON array, in pieces.
+GEMINI_STREAM = ":streamGenerateContent"
+
+
+class Checker(Protocol):
+    """One wire format's completeness rule, fed the decoded chunks as they pass."""
+
+    def feed(self, chunk: bytes) -> None: ...
+
+    def verdict(self, ended: bool) -> str | None:
+        """None when the answer is complete; else a reason of core/rejections.py.
+        `ended`: the stream ended properly (not cut, the client did not hang up)."""
+        ...
+
+
+def _mime(content_type: str) -> str:
+    return content_type.split(";", 1)[0].strip().lower()
 
 
 def is_event_stream(content_type: str) -> bool:
-    return content_type.split(";", 1)[0].strip().lower() == "text/event-stream"
+    return _mime(content_type) == EVENT_STREAM
 
 
-class EventParser:
-    """SSE framing, fed in pieces: which kind of event came last, and whether one failed."""
+def checker_for(content_type: str, path: str) -> Checker | None:
+    """The checker of a streamed answer to a request for `path`; None when the answer is
+    not a stream (it is buffered and stored whole)."""
+    mime = _mime(content_type)
+    if mime == EVENT_STREAM:
+        return SSEChecker(dialect_for(path))
+    if mime == AWS_EVENT_STREAM:
+        return EventStreamChecker(operation_for(path))
+    if mime in NDJSON_TYPES:
+        return NDJSONChecker()
+    if mime == "application/json" and path.partition("?")[0].endswith(GEMINI_STREAM):
+        return JSONArrayChecker()
+    return None
 
-    def __init__(self) -> None:
-        self.partial = b""
-        self.name = b""
-        self.data: list[bytes] = []
-        self.last_was_terminal = False
-        self.failed = False
 
-    def feed(self, chunk: bytes) -> None:
-        lines = (self.partial + chunk).split(b"\n")
-        self.partial = lines.pop()
-        for line in lines:
-            self._line(line.removesuffix(b"\r"))
+def is_streamed(content_type: str, path: str) -> bool:
+    """Whether an answer of this type to this path is streamed (and kept as chunks)."""
+    return checker_for(content_type, path) is not None
 
-    def end(self) -> None:
-        """The stream ended: a last line without its newline, and an event without its
-        blank line, still count."""
-        if self.partial:
-            self._line(self.partial.removesuffix(b"\r"))
-            self.partial = b""
-        self._dispatch()
 
-    def _line(self, line: bytes) -> None:
-        if not line:
-            self._dispatch()
-        elif not line.startswith(b":"):  # a comment otherwise (keep-alive pings)
-            field, _, value = line.partition(b":")
-            value = value.removeprefix(b" ")
-            if field == b"event":
-                self.name = value
-            elif field == b"data":
-                self.data.append(value)
-
-    def _dispatch(self) -> None:
-        if not self.name and not self.data:
-            return
-        if self.name in _FAILURE_NAMES:
-            self.failed = True
-        self.last_was_terminal = self.name in _TERMINAL_NAMES or self.data == [_DONE]
-        self.name, self.data = b"", []
+def recorder_for(
+    content_type: str, content_encoding: str, path: str, max_size: int
+) -> StreamRecorder | None:
+    """The tee for a streamed answer; None when the answer is not a stream."""
+    checker = checker_for(content_type, path)
+    if checker is None:
+        return None
+    return StreamRecorder(max_size, checker, content_encoding)
 
 
 class StreamRecorder:
     """The tee mitmproxy calls as `flow.response.stream`."""
 
-    def __init__(self, max_size: int):
+    def __init__(self, max_size: int, checker: Checker | None = None, encoding: str = ""):
         self.max_size = max_size
         self.chunks: list[bytes] = []
         self.size = 0
         self.ended = False
         self.overflow = False
-        self.events = EventParser()
+        self.checker: Checker = checker if checker is not None else SSEChecker()
+        self.undecodable = False
+        self.decoder: StreamDecoder | None = None
+        try:
+            self.decoder = decoder_for(encoding, max_size)
+        except DecodeError:
+            self.undecodable = True
 
     def __call__(self, chunk: bytes) -> bytes:
         if not chunk:
             self.ended = True
-            self.events.end()
         elif not self.overflow:
             self.size += len(chunk)
             if self.size > self.max_size:
@@ -100,17 +126,32 @@ class StreamRecorder:
                 self.chunks = []
             else:
                 self.chunks.append(chunk)
-                self.events.feed(chunk)
+                self._check(chunk)
         return chunk
 
-    def saw_terminal_event(self) -> bool:
-        """Whether the last complete event was a terminal one."""
-        return self.events.last_was_terminal
+    def _check(self, chunk: bytes) -> None:
+        if self.undecodable:
+            return
+        if self.decoder is not None:
+            try:
+                chunk = self.decoder.decode(chunk)
+            except Overflow:
+                self.overflow = True
+                self.chunks = []
+                return
+            except DecodeError:
+                self.undecodable = True
+                return
+        self.checker.feed(chunk)
+
+    def rejection(self, connection_closed_early: bool) -> str | None:
+        """Why the recorded chunks may not be stored (core/rejections.py); None when they
+        are the whole answer, and a success."""
+        if self.overflow:
+            return TOO_LARGE
+        if self.undecodable:
+            return UNDECODABLE
+        return self.checker.verdict(self.ended and not connection_closed_early)
 
     def complete(self, connection_closed_early: bool) -> bool:
-        """Whether the recorded chunks are the whole answer, and a success."""
-        if self.overflow or self.events.failed:
-            return False
-        if self.ended and not connection_closed_early:
-            return True
-        return self.saw_terminal_event()
+        return self.rejection(connection_closed_early) is None

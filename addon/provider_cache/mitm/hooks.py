@@ -32,8 +32,9 @@ from provider_cache.core.bodies import TooLarge
 from provider_cache.core.keys import KeyRules
 from provider_cache.core.names import CACHE_HEADER, FLOW_METADATA_KEY
 from provider_cache.core.recent import RecentEntries
+from provider_cache.core.rejections import EXPLAINED
 from provider_cache.core.stats import DEFAULT_WINDOW, Stats, parse_retry_after
-from provider_cache.core.streaming import StreamRecorder, is_event_stream
+from provider_cache.core.streaming import StreamRecorder, recorder_for
 from provider_cache.mitm import endpoint, flows, options, remote
 from provider_cache.mitm.background import Diagnoser, StatsFlusher, Writer
 from provider_cache.mitm.keying import Keyer
@@ -326,8 +327,14 @@ class ProviderCache:
         if pending is None or flow.response is None or flow.is_replay == "response":
             return
         flow.response.headers[CACHE_HEADER] = "miss"
-        if is_event_stream(flow.response.headers.get("content-type", "")):
-            pending.recorder = StreamRecorder(self._settings().max_body_size)
+        headers = flow.response.headers
+        pending.recorder = recorder_for(
+            headers.get("content-type", ""),
+            headers.get("content-encoding", ""),
+            flow.request.path,
+            self._settings().max_body_size,
+        )
+        if pending.recorder is not None:  # a stream of any format: teed, checked as it passes
             flow.response.stream = pending.recorder
 
     # `response` and `error` are plain functions, as a hit needs nothing from them (a
@@ -448,8 +455,15 @@ class ProviderCache:
         if response is None or not pending.storable or not 200 <= response.status_code < 300:
             return None
         recorder = pending.recorder
-        if recorder is not None and not recorder.complete(connection_closed_early):
-            logger.info("stream for key %s ended early or failed: not recorded", pending.key)
+        rejected = recorder.rejection(connection_closed_early) if recorder is not None else None
+        if rejected is not None:
+            logger.warning(
+                "%s stream for key %s not recorded (%s: %s)",
+                pending.host,
+                pending.key,
+                rejected,
+                EXPLAINED[rejected],
+            )
             return None
         max_size = self._settings().max_body_size
         if recorder is None and len(response.raw_content or b"") > max_size:
