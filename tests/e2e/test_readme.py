@@ -24,6 +24,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,9 +62,10 @@ def fenced(language: str) -> list[str]:
     return re.findall(pattern, README.read_text(), flags=re.MULTILINE | re.DOTALL)
 
 
-def actions_job() -> dict:
-    """The one job of the README's GitHub Actions workflow."""
-    (workflow,) = fenced("yaml")
+def actions_job(index: int = 0) -> dict:
+    """The one job of the README's `index`-th GitHub Actions workflow (0: replay from the
+    committed store; 1: with the shared bucket, tests/e2e/test_readme_remote.py)."""
+    workflow = fenced("yaml")[index]
     jobs = YAML(typ="safe", pure=True).load(workflow)["jobs"]
     (job,) = jobs.values()
     return job
@@ -118,25 +120,65 @@ def use_action(step: dict, checkout: Path) -> str:
     pytest.fail(f"the README's workflow uses {action}, which this test does not know")
 
 
-def run_job(job: dict, checkout: Path, summary: Path) -> list[Step]:
-    """The job's steps in order: after a failure only `if: always()` steps run."""
-    env = os.environ | job.get("env", {})
+_EXPRESSION = re.compile(r"\$\{\{\s*([\w.]+)\s*\}\}")
+_EVENT_TEST = re.compile(r"github\.event_name\s*(==|!=)\s*'(\w+)'")
+
+
+def wanted(condition: str | None, event: str, failed: bool) -> bool:
+    """Whether a step runs: GitHub's `if:` for the forms the README uses."""
+    if condition is None:
+        return not failed
+    if condition == "always()":
+        return True
+    found = _EVENT_TEST.fullmatch(condition.strip())
+    assert found, f"the README's workflow has an `if:` this test cannot evaluate: {condition}"
+    return not failed and (event == found[2]) == (found[1] == "==")
+
+
+def expand(value: object, context: dict[str, str]) -> str:
+    """`${{ secrets.NAME }}` and `${{ vars.NAME }}` from `context`; an unknown one fails."""
+
+    def lookup(found: re.Match[str]) -> str:
+        assert found[1] in context, f"the workflow needs {found[1]}, which the test did not give"
+        return context[found[1]]
+
+    return _EXPRESSION.sub(lookup, str(value))
+
+
+def run_job(
+    job: dict,
+    checkout: Path,
+    summary: Path,
+    event: str = "push",
+    context: dict[str, str] | None = None,
+    rewrite: Callable[[str], str] = lambda script: script,
+    overrides: dict[str, str] | None = None,
+) -> list[Step]:
+    """The job's steps in order, for `event`: after a failure only `if: always()` steps
+    run; env values get `context`'s secrets and vars; `rewrite` adapts a script and
+    `overrides` the job's env to this machine (the test's fake provider and S3 server in
+    place of the real ones)."""
+    context = context or {}
+    env = os.environ | {k: expand(v, context) for k, v in job.get("env", {}).items()}
+    env |= overrides or {}
     env |= {"GITHUB_STEP_SUMMARY": str(summary), "PATH": f"{BIN}:{os.environ['PATH']}"}
     steps: list[Step] = []
     for step in job["steps"]:
         name = step.get("name", step.get("uses", ""))
-        if any(s.status == "failed" for s in steps) and step.get("if") != "always()":
+        failed = any(s.status == "failed" for s in steps)
+        if not wanted(step.get("if"), event, failed):
             steps.append(Step(name, "skipped"))
         elif "uses" in step:
             steps.append(Step(name, use_action(step, checkout)))
         else:
+            step_env = env | {k: expand(v, context) for k, v in step.get("env", {}).items()}
             done = subprocess.run(
-                ["bash", "-e", "-c", without_installs(step["run"])],
+                ["bash", "-e", "-c", rewrite(without_installs(step["run"]))],
                 cwd=checkout,
-                env=env,
+                env=step_env,
                 capture_output=True,
                 text=True,
-                timeout=120,
+                timeout=180,
             )
             status = "passed" if done.returncode == 0 else "failed"
             steps.append(Step(name, status, step["run"], done.stdout + done.stderr))

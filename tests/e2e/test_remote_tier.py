@@ -129,7 +129,7 @@ def test_the_startup_line_names_the_remote_and_whether_it_is_writable(machine, s
     writer = machine("a", "record", cache_remote=s3.url)
     reader = machine("b", "replay", cache_remote=s3.url, cache_remote_write="false")
     assert f"remote {s3.url} (read-write)" in writer.log()
-    assert f"remote {s3.url} (read-only (cache_remote_write=false))" in reader.log()
+    assert f"remote {s3.url} (read-only: cache_remote_write=false)" in reader.log()
     assert AWS_SECRET_ACCESS_KEY not in writer.log() + reader.log()
 
 

@@ -205,7 +205,7 @@ def test_a_remote_broken_at_startup_leaves_the_local_tier_serving(
     log = proxy.log()
     warnings = [line for line in log.splitlines() if SERVES_ON in line]
     assert len(warnings) == 1 and remote in warnings[0], log
-    assert f"remote {remote} (unavailable (local tier only))" in log
+    assert f"remote {remote} (unavailable: local tier only)" in log
     doc = stats_of(tmp_path / "a")
     assert doc["tiers"] == {"local": 1, "remote": 0}
     assert (doc["remote"]["errors"], doc["remote"]["skipped"]) == (1, 2)  # the probe; 2 misses
@@ -242,7 +242,7 @@ def test_writes_refused_stop_a_true_job_and_make_an_auto_job_read_only(
     assert "probe write: AccessDenied (HTTP 403)" in str(info.value)
 
     proxy = machine("b", "record", cache_remote=s3_auth.url)  # auto
-    assert f"remote {s3_auth.url} (read-only (writes refused))" in proxy.log()
+    assert f"remote {s3_auth.url} (read-only: writes refused)" in proxy.log()
     assert result("recorded by a pull request") == "miss"
     assert proxy.stop() == 0
     remote = stats_of(tmp_path / "b")["remote"]

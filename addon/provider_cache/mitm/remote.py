@@ -154,15 +154,15 @@ class RemoteTier:
             self._refuse(f"cache_remote_write=true, but {found.reason}", at_startup)
         elif not found.readable:
             self.counts.errors += 1
-            self.state = "unavailable (local tier only)"
+            self.state = "unavailable: local tier only"
             logger.warning(
                 "provider-cache: %s; the local cache serves on without the remote tier",
                 found.reason,
             )
         elif self.write_mode == "false":
-            self.state = "read-only (cache_remote_write=false)"
+            self.state = "read-only: cache_remote_write=false"
         elif not writes:
-            self.state = "read-only (writes refused)"
+            self.state = "read-only: writes refused"
             logger.warning(
                 "provider-cache: %s; entries recorded here stay local (cache_remote_write=auto)",
                 found.reason,
