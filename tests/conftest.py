@@ -9,19 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.fake_provider import FakeProvider
+from tests.support.fake_provider import STAND_IN_FOR, FakeProvider
 from tests.support.proxy import Mitmdump, free_port
 from tests.support.secrets import files_containing_secrets
 
 pytest_plugins = ["tests.support.s3fixtures"]
 
 #: Upstream host names the fake provider answers for, as real SDKs send them.
-PROVIDER_HOSTS = (
-    "api.openai.com",
-    "api.anthropic.com",
-    "generativelanguage.googleapis.com",
-    "bedrock-runtime.us-east-1.amazonaws.com",
-)
+PROVIDER_HOSTS = STAND_IN_FOR
 
 _CLIENT_VARS = (
     "HTTPS_PROXY",
@@ -37,12 +32,22 @@ _CLIENT_VARS = (
     "OPENAI_BASE_URL",
     "ANTHROPIC_API_KEY",
     "ANTHROPIC_BASE_URL",
+    "AZURE_OPENAI_API_KEY",
+    "AZURE_OPENAI_AD_TOKEN",
+    "AZURE_OPENAI_ENDPOINT",
+    "OPENAI_API_VERSION",
+    "GOOGLE_API_KEY",
+    "GEMINI_API_KEY",
+    "GOOGLE_GENAI_USE_VERTEXAI",
+    "GOOGLE_CLOUD_PROJECT",
+    "GOOGLE_APPLICATION_CREDENTIALS",
 )
 
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    """No test sees the developer's proxy, CA or API keys, or writes to ~/.mitmproxy.
+    """No test sees the developer's proxy, CA, API keys or AWS configuration, or writes to
+    ~/.mitmproxy.
 
     Temporary files (proxy logs, rebuild work directories) go under the test's own
     directory; after the test, every byte written there — stores, stats files,
@@ -51,6 +56,8 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterat
     for name in _CLIENT_VARS:
         monkeypatch.delenv(name, raising=False)
         monkeypatch.delenv(name.lower(), raising=False)
+    for name in [n for n in os.environ if n.upper().startswith("AWS_")]:  # botocore's config
+        monkeypatch.delenv(name)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     temp = tmp_path / "tmp"
     temp.mkdir()

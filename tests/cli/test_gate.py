@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -140,6 +141,7 @@ def test_json_format_is_the_merged_document_plus_the_gate(
         "min_hit_rate": threshold,
         "min_lookups": 0,
         "verdict": report.gate(document, threshold)[1],
+        "warnings": [],
     }
     assert (parsed["hits"], parsed["misses"], parsed["shards"]) == (hits, misses, 1)
     assert len(parsed["missed"]) == misses
@@ -218,3 +220,80 @@ def test_enough_lookups_leave_the_verdict_to_the_hit_rate(
     got_code, out = judge(merged(snapshot(hits, misses)), threshold, "text", min_lookups)
     assert got_code == code
     assert out.splitlines()[0].startswith(f"provider-cache: {verdict}")
+
+
+# --- answers not stored ----------------------------------------------------------------------
+
+
+def rejecting_shard(tmp_path: Path, name: str, *reasons: str) -> Path:
+    """A recording proxy's stats file that counted these answers as not stored."""
+    stats = Stats(mode="record", window_size=100, started_at=0.0)
+    stats.hit("api.openai.com")
+    for reason in reasons:
+        stats.reject("api.openai.com", reason)
+    return write(tmp_path, json.dumps(stats.snapshot()), name)
+
+
+def test_every_format_reports_the_rejections_summed_over_shard_files(tmp_path: Path) -> None:
+    first = rejecting_shard(tmp_path, "a.json", "cut_short", "stream_error")
+    second = rejecting_shard(tmp_path, "b.json", "cut_short")
+    document = report.merge([load_file(first), load_file(second)])
+    _, text = judge(document, None, "text")
+    assert "not stored: 3 (2 cut_short, 1 stream_error)" in text.splitlines()
+    assert (
+        "  api.openai.com: 2 hits, 0 misses (100.0%); not stored: 2 cut_short, 1 stream_error"
+        in (text.splitlines())
+    )
+    _, markdown = judge(document, None, "markdown")
+    assert "| api.openai.com | cut_short | 2 | it was cut short |" in markdown.splitlines()
+    _, out = judge(document, None, "json")
+    parsed = json.loads(out)
+    assert (parsed["rejected"]["cut_short"], parsed["rejected"]["stream_error"]) == (2, 1)
+    assert parsed["by_host"]["api.openai.com"]["rejected"] == {"cut_short": 2, "stream_error": 1}
+
+
+def test_rejections_alone_do_not_fail_the_gate(tmp_path: Path) -> None:
+    """The hit rate judges staleness; answers not stored are reported, not judged."""
+    document = report.merge([load_file(rejecting_shard(tmp_path, "a.json", "too_large"))])
+    assert judge(document, 0.9, "text")[0] == OK
+
+
+# --- freshness: unused entries and old recordings (SPEC §7) ---------------------------------
+
+
+def test_fail_unused_fails_on_unused_entries_and_names_them() -> None:
+    document = merged(snapshot(3, 0))
+    document["unused"] = {"count": 2, "keys": ["a" * 64, "b" * 64]}
+    code, out = judge(document, 1.0, "text", wanted=report.Freshness(fail_unused=True))
+    assert code == BELOW_THRESHOLD
+    assert out.splitlines()[0].endswith("; 2 unused entries (--fail-unused)")
+    assert "unused entries (2): no request of this run used them" in out
+    assert judge(document, 1.0, "text")[0] == OK  # reported, but only the flag fails
+
+
+def test_fail_unused_without_the_field_fails_as_unknown() -> None:
+    code, out = judge(merged(snapshot(3, 0)), None, "text", wanted=report.Freshness(True))
+    assert code == BELOW_THRESHOLD and "unused entries unknown" in out
+
+
+def test_max_age_fails_and_warn_age_only_warns() -> None:
+    document = merged(snapshot(3, 0))
+    document["oldest_used"] = {"recorded_at": time.time() - 40 * 86400, "key": "c" * 64}
+    code, out = judge(document, None, "text", wanted=report.Freshness(warn_age=30 * 86400))
+    assert code == OK and out.endswith(
+        "warning: a recording used is 40d old, over --warn-age 30d (key cccccccccccccccc)"
+    )
+    code, out = judge(document, None, "markdown", wanted=report.Freshness(max_age=30 * 86400))
+    assert code == BELOW_THRESHOLD and out.startswith("### ❌") and "over --max-age 30d" in out
+    assert judge(document, None, "text", wanted=report.Freshness(max_age=50 * 86400))[0] == OK
+
+
+def test_the_part_that_saw_the_most_use_gives_the_unused_entries() -> None:
+    first, last = snapshot(1, 0), snapshot(2, 0)
+    first["unused"] = {"count": 3, "keys": ["a", "b", "c"]}
+    last["unused"] = {"count": 1, "keys": ["c"]}
+    first["oldest_used"] = {"recorded_at": 5.0, "key": "old"}
+    last["oldest_used"] = {"recorded_at": 9.0, "key": "newer"}
+    combined = report.merge([first, last])
+    assert combined["unused"] == {"count": 1, "keys": ["c"]}
+    assert combined["oldest_used"]["key"] == "old"

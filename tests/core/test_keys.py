@@ -23,10 +23,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import provider_cache.core.keys
+from provider_cache.core import userrules
 from provider_cache.core.keys import (
     CREDENTIAL_HEADER,
     IGNORED_HEADERS,
     REDACTED,
+    RULES_APPLIED,
     SECRET_HEADERS,
     KeyRules,
     RequestParts,
@@ -846,6 +848,125 @@ def test_non_utf8_request_parts_do_not_raise(change: dict[str, object]) -> None:
     k = key(req)
     assert re.fullmatch(r"[0-9a-f]{64}", k)
     assert k != key(BASE)
+
+
+# --- user rules: cache_ignore_json, cache_normalize ------------------------------------------
+
+UUID_1 = "1f0e2d3c-4b5a-4978-8a9b-0c1d2e3f4a5b"
+UUID_2 = "00c0ffee-0000-4000-8000-000000000042"
+
+
+def user_rules(ignore_json: tuple[str, ...] = (), normalize: tuple[str, ...] = ()) -> KeyRules:
+    return KeyRules.with_extra(user=userrules.parse(ignore_json, normalize))
+
+
+def chat_json(content: str, **extra: object) -> RequestParts:
+    body = {"model": "m", "messages": [{"role": "user", "content": content}], **extra}
+    return json_req(json.dumps(body).encode())
+
+
+def test_prompts_differing_in_a_uuid_share_a_key_only_under_the_uuid_rule() -> None:
+    first, second = chat_json(f"session {UUID_1}: hi"), chat_json(f"session {UUID_2}: hi")
+    assert key(first) != key(second)
+    uuid = user_rules(normalize=("uuid",))
+    assert key(first, uuid) == key(second, uuid)
+    assert key(chat_json("session x: hi"), uuid) != key(first, uuid)
+
+
+def test_a_run_id_field_is_left_out_of_the_key() -> None:
+    first = chat_json("hi", metadata={"run_id": "run-1", "suite": "a"})
+    second = chat_json("hi", metadata={"run_id": "run-2", "suite": "a"})
+    rules = user_rules(ignore_json=("$.metadata.run_id",))
+    assert key(first) != key(second)
+    assert key(first, rules) == key(second, rules)
+    other_suite = chat_json("hi", metadata={"run_id": "run-1", "suite": "b"})
+    assert key(other_suite, rules) != key(first, rules)
+
+
+def test_a_request_no_rule_touches_keeps_its_key() -> None:
+    """Setting a rule must not make the whole cache miss: only what it changes."""
+    rules = user_rules(("$.metadata.run_id", "$..tool_call_id"), ("uuid", "iso-timestamp"))
+    assert (
+        key(BASE, rules)
+        == key(BASE)
+        == "de02fb433f0e9a38ebf3e59eb32950ad36086d696dd9051ecfe3f2de499490ee"
+    )
+    assert RULES_APPLIED not in normalize(BASE, rules)
+    assert RULES_APPLIED not in normalize(BASE, RULES)
+
+
+def test_the_rules_that_applied_are_key_material() -> None:
+    """`$.a` and `$..a` leave the same body here: the key still tells the rules apart, and a
+    request that had the placeholder's text already is no request a rule normalised."""
+    req = json_req(b'{"a": 1, "b": 2}')
+    shallow, deep = user_rules(("$.a",)), user_rules(("$..a",))
+    assert normalize(req, shallow)["body"] == normalize(req, deep)["body"] == b'{"b":2}'
+    assert key(req, shallow) != key(req, deep)
+    assert key(json_req(b'{"b": 2}')) != key(req, shallow)
+    uuid = user_rules(normalize=("uuid",))
+    assert key(chat_json("<uuid>"), uuid) != key(chat_json(UUID_1), uuid)
+
+
+def test_how_many_values_a_rule_changed_is_not_key_material() -> None:
+    rules = user_rules(("$.messages[*].id",))
+    both = json_req(b'{"messages": [{"id": 1, "c": "a"}, {"id": 2, "c": "b"}]}')
+    one = json_req(b'{"messages": [{"id": 7, "c": "a"}, {"c": "b"}]}')
+    assert normalize(both, rules)[RULES_APPLIED] == {"cache_ignore_json $.messages[*].id": 2}
+    assert key(both, rules) == key(one, rules)
+
+
+def test_a_key_under_rules_is_stable() -> None:
+    # A recording made under a rule must hit tomorrow, under the same rule.
+    rules = user_rules(("$.metadata.run_id",), ("uuid",))
+    req = chat_json(f"hi {UUID_1}", metadata={"run_id": "r"})
+    assert key(req, rules) == "885c2dedcee83ae81fe69098b79366c968ccb55d423bb42834c7c542f03f2d62"
+
+
+def test_query_values_are_normalised_and_the_path_is_not() -> None:
+    rules = user_rules(normalize=("uuid",))
+    get = dataclasses.replace(BASE, method="GET", body=b"", query=f"session={UUID_1}&n=1")
+    other = dataclasses.replace(get, query=f"n=1&session={UUID_2}")
+    assert key(get, rules) == key(other, rules) != key(get)
+    assert normalize(get, rules)["query"] == [("n", "1"), ("session", "<uuid>")]
+    by_path = dataclasses.replace(get, query="", path=f"/v1/threads/{UUID_1}")
+    assert key(by_path, rules) != key(
+        dataclasses.replace(by_path, path=f"/v1/threads/{UUID_2}"), rules
+    )
+
+
+def test_a_secret_query_value_is_never_normalised() -> None:
+    rules = user_rules(normalize=("(?:redacted)",))
+    req = dataclasses.replace(BASE, query="key=sk-123&q=redacted")
+    assert normalize(req, rules)["query"] == [("key", REDACTED), ("q", "<normalized>")]
+
+
+def test_a_text_body_is_normalised_and_binary_bytes_survive() -> None:
+    rules = user_rules(normalize=("uuid",))
+    text = dataclasses.replace(BASE, headers=(("content-type", "text/plain"),))
+    first = dataclasses.replace(text, body=f"id={UUID_1}\xff".encode("latin-1"))
+    second = dataclasses.replace(text, body=f"id={UUID_2}\xff".encode("latin-1"))
+    assert key(first, rules) == key(second, rules)
+    assert normalize(first, rules)["body"] == b"id=<uuid>\xff"
+
+
+def test_json_paths_need_a_json_body() -> None:
+    rules = user_rules(("$.a",))
+    raw = dataclasses.replace(BASE, headers=(("content-type", "text/plain"),), body=b'{"a": 1}')
+    assert RULES_APPLIED not in normalize(raw, rules)
+    assert key(raw, rules) == key(raw)
+
+
+def test_numbers_stay_exact_and_keys_sorted_under_rules() -> None:
+    rules = user_rules(("$.drop",), ("uuid",))
+    req = json_req(b'{"z": 1.0, "drop": 1, "a": 1e400, "u": "%s"}' % UUID_1.encode())
+    assert normalize(req, rules)["body"] == b'{"a":1e400,"u":"<uuid>","z":1.0}'
+
+
+@FAST
+@given(st.uuids(), st.uuids(), st.text(max_size=30))
+def test_property_any_two_uuids_share_a_key_under_the_uuid_rule(first, second, prefix) -> None:
+    uuid = user_rules(normalize=("uuid",))
+    assert key(chat_json(f"{prefix} {first}"), uuid) == key(chat_json(f"{prefix} {second}"), uuid)
 
 
 # --- properties ------------------------------------------------------------------------------

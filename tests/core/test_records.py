@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from provider_cache.core.records import (
     SCHEMA,
+    SCHEMAS,
     CorruptEntry,
     Entry,
     StoredRequest,
@@ -29,6 +30,7 @@ def entry(
     body: bytes = b'{"id":"chatcmpl-1"}',
     chunks: list[bytes] | None = None,
     meta: dict[str, Any] | None = None,
+    offsets: list[float] | None = None,
 ) -> Entry:
     return Entry(
         key=KEY,
@@ -45,6 +47,7 @@ def entry(
             headers=[(b"content-type", b"application/json"), (b"x-request-id", b"req_1")],
             body=body,
             chunks=chunks,
+            offsets=offsets,
         ),
         meta=meta if meta is not None else {},
     )
@@ -69,6 +72,14 @@ def well_typed(e: Entry) -> bool:
         and headers_ok(resp.headers)
         and isinstance(resp.body, bytes)
         and (resp.chunks is None or all(isinstance(c, bytes) for c in resp.chunks))
+        and (
+            resp.offsets is None
+            or (
+                resp.chunks is not None
+                and len(resp.offsets) == len(resp.chunks)
+                and all(isinstance(o, float) and 0 <= o < float("inf") for o in resp.offsets)
+            )
+        )
         and isinstance(e.meta, dict)
     )
 
@@ -86,6 +97,9 @@ def well_typed(e: Entry) -> bool:
         entry(body=b"", chunks=[]),
         entry(body=b"", chunks=[b"", b"\x00\xff", b""]),
         entry(meta={"host": "api.openai.com", "n": 3, "tags": ["a", "b"], "raw": b"\x00"}),
+        entry(body=b"", chunks=[b"data: 1\n\n", b"data: [DONE]\n\n"], offsets=[0.0, 1.25]),
+        entry(body=b"", chunks=[], offsets=[]),
+        entry(meta={"error": "error_status"}),
         Entry(
             key="k",
             recorded_at=0.0,
@@ -93,7 +107,19 @@ def well_typed(e: Entry) -> bool:
             response=StoredResponse(404, "Nicht gefunden ✓", [], b"missing"),
         ),
     ],
-    ids=["json", "empty", "binary", "chunks", "no-chunks", "odd-chunks", "meta", "unicode"],
+    ids=[
+        "json",
+        "empty",
+        "binary",
+        "chunks",
+        "no-chunks",
+        "odd-chunks",
+        "meta",
+        "offsets",
+        "no-chunks-offsets",
+        "error",
+        "unicode",
+    ],
 )
 def test_pack_unpack_round_trip(original: Entry) -> None:
     data = pack(original)
@@ -124,10 +150,58 @@ def test_unchunked_content_is_the_body() -> None:
 
 def test_packed_form_is_plain_msgpack_with_a_schema() -> None:
     raw = msgpack.unpackb(pack(entry()))
-    assert raw["schema"] == SCHEMA == 1
+    assert raw["schema"] == 1 and SCHEMA == 2 and SCHEMAS == (1, 2)
+    assert "offsets" not in raw["response"]
     assert raw["key"] == KEY
     assert raw["response"]["status"] == 200
     assert raw["request"]["headers"][1] == [b"authorization", b"<redacted>"]
+
+
+# --- schemas: chunk offsets (schema 2), and entries recorded before them (schema 1) -------
+
+
+def test_a_stream_with_offsets_is_written_in_schema_2() -> None:
+    raw = msgpack.unpackb(pack(entry(body=b"", chunks=[b"a", b"b"], offsets=[0.5, 2])))
+    assert raw["schema"] == 2
+    assert raw["response"]["offsets"] == [0.5, 2.0]
+
+
+def test_entries_without_offsets_stay_in_schema_1_for_older_readers() -> None:
+    """A proxy of the previous version sharing a store or remote reads them still."""
+    for original in (entry(), entry(body=b"", chunks=[b"a"])):
+        assert msgpack.unpackb(pack(original))["schema"] == 1
+
+
+#: An entry exactly as the version before chunk offsets packed it (schema 1).
+OLD_STREAM = msgpack.packb(
+    {
+        "schema": 1,
+        "key": KEY,
+        "recorded_at": 1_700_000_000.5,
+        "request": {
+            "method": "POST",
+            "url": "https://api.openai.com/v1/chat/completions",
+            "headers": [[b"content-type", b"application/json"]],
+            "body": b"{}",
+        },
+        "response": {
+            "status": 200,
+            "reason": "OK",
+            "headers": [[b"content-type", b"text/event-stream"]],
+            "body": b"",
+            "chunks": [b"data: 1\n\n", b"data: [DONE]\n\n"],
+        },
+        "meta": {"recorded_run": 1},
+    },
+    use_bin_type=True,
+)
+
+
+def test_an_old_schema_stream_reads_without_offsets() -> None:
+    old = unpack(OLD_STREAM)
+    assert old.response.chunks == [b"data: 1\n\n", b"data: [DONE]\n\n"]
+    assert old.response.offsets is None  # replayed unpaced, as before
+    assert pack(old) == OLD_STREAM  # and written back unchanged
 
 
 def test_missing_meta_reads_as_empty() -> None:
@@ -158,6 +232,8 @@ meta_values = st.recursive(
     body=st.binary(max_size=64),
     chunks=st.none() | st.lists(st.binary(max_size=16), max_size=5),
     meta=st.dictionaries(st.text(max_size=8), meta_values, max_size=3),
+    timed=st.booleans(),
+    offset=st.floats(0, 1e6),
 )
 def test_property_round_trip(
     key: str,
@@ -172,13 +248,16 @@ def test_property_round_trip(
     body: bytes,
     chunks: list[bytes] | None,
     meta: dict[str, Any],
+    timed: bool,
+    offset: float,
 ) -> None:
+    offsets = [offset * n for n in range(len(chunks))] if timed and chunks is not None else None
     original = Entry(
         key=key,
         recorded_at=recorded_at,
         request=StoredRequest(method, url, req_headers, req_body),
         response=StoredResponse(
-            status, reason, resp_headers, body if chunks is None else b"", chunks
+            status, reason, resp_headers, body if chunks is None else b"", chunks, offsets
         ),
         meta=meta,
     )
@@ -235,7 +314,8 @@ CORRUPT: list[tuple[str, bytes]] = [
     ("two-entries", pack(entry()) + pack(entry())),
     ("invalid-utf8-str", pack(entry()).replace(b"\xa2OK", b"\xa2\xff\xfe")),
     ("int-map-key", msgpack.packb({1: 2})),
-    ("schema-2", mutated(_set("schema", 2))),
+    ("schema-3", mutated(_set("schema", 3))),
+    ("schema-2-without-offsets", mutated(_set("schema", 2))),
     ("schema-0", mutated(_set("schema", 0))),
     ("schema-str", mutated(_set("schema", "1"))),
     ("schema-none", mutated(_set("schema", None))),
@@ -268,6 +348,37 @@ CORRUPT: list[tuple[str, bytes]] = [
     ("chunks-bytes", mutated(_set("response.chunks", b"abc"))),
     ("method-int", mutated(_set("request.method", 7))),
     ("url-none", mutated(_set("request.url", None))),
+]
+GOOD_PACED = msgpack.unpackb(pack(entry(body=b"", chunks=[b"a", b"b"], offsets=[0.0, 0.5])))
+
+
+def paced_mutated(field: str, value: object) -> bytes:
+    raw = copy.deepcopy(GOOD_PACED)
+    _set(field, value)(raw)
+    return msgpack.packb(raw, use_bin_type=True)
+
+
+CORRUPT += [
+    ("offsets-none", paced_mutated("response.offsets", None)),
+    ("offsets-int", paced_mutated("response.offsets", 3)),
+    ("offsets-too-few", paced_mutated("response.offsets", [0.0])),
+    ("offsets-too-many", paced_mutated("response.offsets", [0.0, 0.1, 0.2])),
+    ("offsets-negative", paced_mutated("response.offsets", [0.0, -0.1])),
+    ("offsets-nan", paced_mutated("response.offsets", [0.0, float("nan")])),
+    ("offsets-inf", paced_mutated("response.offsets", [0.0, float("inf")])),
+    ("offsets-str", paced_mutated("response.offsets", ["0", "1"])),
+    ("offsets-bool", paced_mutated("response.offsets", [True, False])),
+    ("offsets-without-chunks", paced_mutated("response.chunks", None)),
+    (
+        "offsets-missing",
+        msgpack.packb(
+            {
+                **GOOD_PACED,
+                "response": {k: v for k, v in GOOD_PACED["response"].items() if k != "offsets"},
+            },
+            use_bin_type=True,
+        ),
+    ),
 ]
 CORRUPT += [(f"missing-{k}", mutated(_del(k))) for k in ("schema", "key", "recorded_at")]
 CORRUPT += [(f"missing-{k}", mutated(_del(k))) for k in ("request", "response")]
@@ -314,7 +425,7 @@ def test_property_random_bytes_are_an_entry_or_corrupt(data: bytes) -> None:
 def test_property_damaged_entries_are_an_entry_or_corrupt(
     noise: bytes, data: st.DataObject
 ) -> None:
-    packed = pack(entry(chunks=[b"a", b"b"]))
+    packed = pack(entry(chunks=[b"a", b"b"], offsets=[0.0, 0.25]))
     at = data.draw(st.integers(0, len(packed) - 1))
     damaged = packed[:at] + noise + packed[at + len(noise) :]
     try:
@@ -411,3 +522,16 @@ def test_storable_headers_never_keep_cookies() -> None:
 def test_storable_headers_keeps_values_verbatim() -> None:
     assert storable_headers([(b"X-Thing", b"  MiXeD \xff ")]) == [(b"x-thing", b"  MiXeD \xff ")]
     assert storable_headers([]) == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(field=st.sampled_from([*FIELDS, "response.offsets"]), value=msgpack_values)
+def test_property_any_field_of_a_paced_entry_is_an_entry_or_corrupt(
+    field: str, value: object
+) -> None:
+    try:
+        result = unpack(paced_mutated(field, value))
+    except CorruptEntry:
+        return
+    assert isinstance(result, Entry)
+    assert well_typed(result)

@@ -7,6 +7,7 @@ import re
 
 import pytest
 
+from provider_cache.core.rejections import CUT_SHORT, REASONS, STREAM_ERROR, TOO_LARGE
 from provider_cache.core.report import (
     BadStats,
     explain,
@@ -172,6 +173,19 @@ BAD_SHAPES: list[tuple[str, dict, str]] = [
         },
         "'missed[0].closest.more' is not a count",
     ),
+    ("rejected-list", {"rejected": [1]}, "field 'rejected' is not an object"),
+    ("rejected-str", {"rejected": {"cut_short": "2"}}, "'rejected.cut_short' is not a count"),
+    ("rejected-negative", {"rejected": {"cut_short": -1}}, "'rejected.cut_short' is not a"),
+    (
+        "by-host-rejected-int",
+        {"by_host": {"h": {"hits": 1, "rejected": 3}}},
+        "field \"by_host['h'].rejected\" is not an object",
+    ),
+    (
+        "by-host-rejected-bool",
+        {"by_host": {"h": {"rejected": {"too_large": True}}}},
+        "field \"by_host['h'].rejected.too_large\" is not a count",
+    ),
 ]
 
 
@@ -278,9 +292,49 @@ def test_merge_sums_per_host_counts_and_recomputes_their_hit_rates() -> None:
         "misses": 1,
         "recorded": 3,
         "errors": 0,
+        "rejected": {},
         "hit_rate": 0.75,
     }
     assert merged["by_host"]["a.example"]["hit_rate"] == 1.0
+
+
+def rejecting(*rejections: tuple[str, str]) -> dict:
+    """A real snapshot of a recording proxy that did not store these (host, reason) answers."""
+    stats = Stats(mode="record", window_size=10, started_at=0.0)
+    for host, reason in rejections:
+        stats.hit(host)  # a host line in the report
+        stats.reject(host, reason)
+    return validate(stats.snapshot(), "s.json")
+
+
+def test_merge_sums_rejections_in_total_and_per_host() -> None:
+    merged = merge(
+        [
+            rejecting(("a.example", CUT_SHORT), ("b.example", CUT_SHORT)),
+            rejecting(("a.example", CUT_SHORT), ("a.example", TOO_LARGE)),
+            doc(hits=1),  # nothing rejected
+        ]
+    )
+    assert merged["rejected"] == {**dict.fromkeys(REASONS, 0), CUT_SHORT: 3, TOO_LARGE: 1}
+    assert merged["by_host"]["a.example"]["rejected"] == {CUT_SHORT: 2, TOO_LARGE: 1}
+    assert merged["by_host"]["b.example"]["rejected"] == {CUT_SHORT: 1}
+
+
+def test_merge_of_shards_without_rejections_lists_every_reason_at_zero() -> None:
+    """Stats files written before rejections were counted have no `rejected`."""
+    old = {k: v for k, v in doc(hits=2).items() if k != "rejected"}
+    old["by_host"] = {"h": {"hits": 2, "misses": 0, "recorded": 0, "errors": 0}}
+    merged = merge([validate(old, "old.json")])
+    assert merged["rejected"] == dict.fromkeys(REASONS, 0)
+    assert merged["by_host"]["h"]["rejected"] == {}
+
+
+def test_merge_keeps_a_reason_it_does_not_know_after_the_known_ones() -> None:
+    """A newer proxy's reason is summed, not dropped (validate leaves unknown fields alone)."""
+    newer = validate(doc(rejected={"quota": 2, CUT_SHORT: 1}), "new.json")
+    merged = merge([newer, doc(rejected={"quota": 1})])
+    assert list(merged["rejected"]) == [*REASONS, "quota"]
+    assert (merged["rejected"]["quota"], merged["rejected"][CUT_SHORT]) == (3, 1)
 
 
 def test_merge_joins_missed_requests_by_key_summing_their_counts() -> None:
@@ -483,6 +537,23 @@ def test_misses_beyond_the_list_are_counted_as_misses_not_as_distinct_requests()
     assert "  … and 2 more misses of requests not listed" in text.splitlines()
 
 
+def test_render_text_lists_the_answers_not_stored_by_reason_and_host() -> None:
+    merged = merge(
+        [rejecting(("a.example", CUT_SHORT), ("a.example", CUT_SHORT), ("b.example", STREAM_ERROR))]
+    )
+    lines = render_text(merged, "v").splitlines()
+    assert lines[2:5] == [
+        "not stored: 3 (2 cut_short, 1 stream_error)",
+        "  a.example: 2 hits, 0 misses (100.0%); not stored: 2 cut_short",
+        "  b.example: 1 hits, 0 misses (100.0%); not stored: 1 stream_error",
+    ]
+
+
+def test_render_text_says_nothing_of_rejections_when_every_answer_was_stored() -> None:
+    text = render_text(merge([rejecting(), doc(hits=1)]), "v")
+    assert "not stored" not in text
+
+
 # --- render_markdown -------------------------------------------------------------------------
 
 
@@ -511,6 +582,23 @@ def test_markdown_summary_row_and_missed_table() -> None:
         f"| 2 | `POST https://api.openai.com/v1/chat/completions` | `{KEY_A[:16]}` | "
         f"closest recording {KEY_B[:16]} differs in:<br>body $.temperature: 0 → 0.7 |"
     )
+
+
+def test_markdown_tables_the_answers_not_stored_by_host_and_reason() -> None:
+    merged = merge([rejecting(("a.example", CUT_SHORT), ("a|b.example", STREAM_ERROR))])
+    lines = render_markdown(merged, "v", True).splitlines()
+    start = lines.index("**Answers not stored** (2: 1 cut_short, 1 stream_error):")
+    assert lines[start + 2 : start + 6] == [
+        "| host | reason | count | why |",
+        "|---|---|---:|---|",
+        "| a.example | cut_short | 1 | it was cut short |",
+        "| a\\|b.example | stream_error | 1 | the stream reported an error |",
+    ]
+    assert len(cells(lines[start + 5])) == 4
+
+
+def test_markdown_has_no_rejection_table_when_every_answer_was_stored() -> None:
+    assert "not stored" not in render_markdown(merge([rejecting(), doc(hits=1)]), "v", True)
 
 
 def cells(row: str) -> list[str]:
@@ -597,3 +685,36 @@ def test_the_reports_name_the_remote_tier_and_the_keys_not_uploaded() -> None:
     assert f"  not uploaded: {KEY_A[:16]}" in text
     assert "remote s3://b-1/p: 1 hits" in render_markdown(merged, "ok", True)
     assert "remote" not in render_text(merge([doc(hits=1)]), "ok")
+
+
+# --- per test (SPEC §12) ---------------------------------------------------------------------
+
+
+def test_shards_sum_their_tests_and_the_reports_name_the_tests_that_missed() -> None:
+    one = doc(1, 1, missed=[missed(KEY_A, tests=["t::changed"])])
+    one["by_test"] = {"t::changed": {"hits": 0, "misses": 1, "recorded": 0, "hit_rate": 0.0}}
+    one["by_test"]["t::fine"] = {"hits": 1, "misses": 0, "recorded": 0, "hit_rate": 1.0}
+    two = doc(1, 1, missed=[missed(KEY_A, tests=["t::other"])])
+    two["by_test"] = {"t::other": {"hits": 1, "misses": 1, "recorded": 0, "hit_rate": 0.5}}
+    merged = merge([validate(one, "one"), validate(two, "two")])
+    assert merged["by_test"]["t::other"]["hit_rate"] == 0.5
+    assert merged["missed"][0]["tests"] == ["t::changed", "t::other"]
+    text = render_text(merged, "verdict")
+    assert "sent by t::changed, t::other" in text
+    assert text.endswith("tests that missed (2):\n  t::changed\n  t::other")
+    markdown = render_markdown(merged, "verdict", False)
+    assert "**Tests that missed** (2):" in markdown and "- `t::fine`" not in markdown
+
+
+def test_a_wrong_typed_test_name_is_named() -> None:
+    with pytest.raises(BadStats, match=r"missed\[0\]\.tests\[0\]"):
+        validate(doc(0, 1, missed=[missed(KEY_A, tests=[3])]), "f")
+
+
+def test_a_miss_with_no_close_recording_still_says_which_rule_applied() -> None:
+    item = missed(KEY_A)
+    item["request"]["rules"] = ["cache_normalize uuid replaced 1 value"]
+    assert explain(item)[:2] == [
+        "no recording of the same method, host and path",
+        "rule applied: cache_normalize uuid replaced 1 value",
+    ]

@@ -9,6 +9,7 @@ from email.utils import formatdate
 
 import pytest
 
+from provider_cache.core.rejections import CUT_SHORT, REASONS, STREAM_ERROR, TOO_LARGE
 from provider_cache.core.stats import (
     BODY_PREVIEW,
     MAX_HOSTS,
@@ -112,6 +113,7 @@ COUNTING: list[tuple[str, Callable[[Stats], object]]] = [
     ("passthrough", lambda s: s.pass_through()),
     ("error", lambda s: s.error(HOST)),
     ("rate-limit", lambda s: s.rate_limit(None)),
+    ("reject", lambda s: s.reject(HOST, CUT_SHORT)),
 ]
 
 
@@ -121,6 +123,83 @@ def test_counters_change_whenever_anything_is_counted(count: Callable[[Stats], o
     stats = Stats(mode="record", window_size=10)
     before = stats.counters()
     count(stats)
+    assert stats.counters() != before
+
+
+# --- answers not stored ----------------------------------------------------------------------
+
+
+def test_a_fresh_run_lists_every_rejection_reason_at_zero() -> None:
+    """The gate and dashboards read every reason without guessing which are absent."""
+    snap = Stats(mode="record", window_size=10).snapshot()
+    assert snap["rejected"] == dict.fromkeys(REASONS, 0)
+    assert list(snap["rejected"]) == list(REASONS)
+
+
+def test_rejections_count_by_reason_in_total_and_per_host() -> None:
+    stats = Stats(mode="record", window_size=10)
+    stats.reject(HOST, CUT_SHORT)
+    stats.reject(HOST, CUT_SHORT)
+    stats.reject("api.anthropic.com", STREAM_ERROR)
+    snap = stats.snapshot()
+    assert snap["rejected"] == {**dict.fromkeys(REASONS, 0), CUT_SHORT: 2, STREAM_ERROR: 1}
+    assert snap["by_host"][HOST]["rejected"] == {CUT_SHORT: 2}
+    assert snap["by_host"]["api.anthropic.com"]["rejected"] == {STREAM_ERROR: 1}
+
+
+def test_per_host_rejections_list_only_reasons_that_happened_in_reason_order() -> None:
+    stats = Stats(mode="record", window_size=10)
+    stats.reject(HOST, TOO_LARGE)
+    stats.reject(HOST, CUT_SHORT)
+    stats.hit("api.anthropic.com")
+    by_host = stats.snapshot()["by_host"]
+    assert list(by_host[HOST]["rejected"].items()) == [(CUT_SHORT, 1), (TOO_LARGE, 1)]
+    assert by_host["api.anthropic.com"]["rejected"] == {}
+
+
+def test_a_rejection_is_neither_a_recording_an_error_nor_a_lookup() -> None:
+    """An answer not stored is its own count: errors stay upstream/store failures (SPEC §5)."""
+    stats = Stats(mode="record", window_size=10)
+    stats.reject(HOST, CUT_SHORT)
+    assert (stats.recorded, stats.errors, stats.hits, stats.misses) == (0, 0, 0, 0)
+    assert len(stats.window) == 0
+    assert (stats.by_host[HOST].recorded, stats.by_host[HOST].errors) == (0, 0)
+
+
+def test_an_unknown_rejection_reason_raises() -> None:
+    stats = Stats(mode="record", window_size=10)
+    with pytest.raises(ValueError, match="truncated"):
+        stats.reject(HOST, "truncated")
+    assert stats.snapshot()["rejected"] == dict.fromkeys(REASONS, 0)
+    assert stats.by_host == {}
+
+
+def test_rejections_of_hosts_past_the_cap_fold_into_other_hosts() -> None:
+    stats = Stats(mode="record", window_size=10)
+    for n in range(MAX_HOSTS + 3):
+        stats.reject(f"r{n}.openai.azure.com", CUT_SHORT)
+    snap = stats.snapshot()
+    assert snap["by_host"][OTHER_HOSTS]["rejected"] == {CUT_SHORT: 3}
+    assert sum(c["rejected"].get(CUT_SHORT, 0) for c in snap["by_host"].values()) == MAX_HOSTS + 3
+    assert snap["rejected"][CUT_SHORT] == MAX_HOSTS + 3
+
+
+def test_the_rejection_counts_in_a_snapshot_are_a_copy() -> None:
+    stats = Stats(mode="record", window_size=10)
+    stats.reject(HOST, CUT_SHORT)
+    snap = stats.snapshot()
+    snap["rejected"][CUT_SHORT] = 99
+    snap["by_host"][HOST]["rejected"][CUT_SHORT] = 99
+    again = stats.snapshot()
+    assert again["rejected"][CUT_SHORT] == again["by_host"][HOST]["rejected"][CUT_SHORT] == 1
+
+
+@pytest.mark.parametrize("reason", REASONS)
+def test_every_reason_moves_the_counters(reason: str) -> None:
+    """The stats file is rewritten when a rejection is all that happened."""
+    stats = Stats(mode="record", window_size=10)
+    before = stats.counters()
+    stats.reject(HOST, reason)
     assert stats.counters() != before
 
 
@@ -209,6 +288,7 @@ def test_snapshot_has_every_field_of_the_stats_file() -> None:
         "rate_limited",
         "retry_after",
         "hit_rate",
+        "rejected",
         "window",
         "by_host",
         "missed",
@@ -250,6 +330,7 @@ def test_snapshot_counts_per_host_sorted_with_their_hit_rates() -> None:
         "misses": 1,
         "recorded": 0,
         "errors": 0,
+        "rejected": {},
         "hit_rate": 2 / 3,
     }
     assert by_host["z.example"] == {
@@ -257,6 +338,7 @@ def test_snapshot_counts_per_host_sorted_with_their_hit_rates() -> None:
         "misses": 0,
         "recorded": 1,
         "errors": 0,
+        "rejected": {},
         "hit_rate": 1.0,
     }
 
@@ -406,3 +488,40 @@ def test_remote_key_lists_are_capped_and_never_repeat_a_key() -> None:
         counts.list_key("failed_keys", f"{n:064x}")
         counts.list_key("failed_keys", f"{n:064x}")
     assert len(counts.failed_keys) == REMOTE_KEYS_LIMIT == len(set(counts.failed_keys))
+
+
+# --- per test (SPEC §12) ---------------------------------------------------------------------
+
+
+def test_no_test_named_means_no_by_test_field() -> None:
+    stats = Stats(mode="replay", window_size=10)
+    stats.hit(HOST)
+    assert "by_test" not in stats.snapshot()
+
+
+def test_lookups_count_for_the_test_running_and_none_between_tests() -> None:
+    stats = Stats(mode="record", window_size=10)
+    stats.run_test("tests/test_a.py::test_one")
+    stats.hit(HOST)
+    stats.miss(HOST, "POST", URL, "k1", normalized())
+    stats.record(HOST)
+    stats.run_test(None)
+    stats.hit(HOST)  # between tests (a session fixture): counted in total only
+    stats.run_test("tests/test_a.py::test_two")
+    stats.failed_lookup(HOST)
+    snap = stats.snapshot()
+    assert snap["hits"] == 2
+    assert snap["by_test"] == {
+        "tests/test_a.py::test_one": {"hits": 1, "misses": 1, "recorded": 1, "hit_rate": 0.5},
+        "tests/test_a.py::test_two": {"hits": 0, "misses": 1, "recorded": 0, "hit_rate": 0.0},
+    }
+    assert stats.test_counts() == {"hits": 0, "misses": 1, "recorded": 0, "hit_rate": 0.0}
+
+
+def test_a_missed_request_names_each_test_that_sent_it_once() -> None:
+    stats = Stats(mode="replay", window_size=10)
+    for test in ("t::a", "t::b", "t::a"):
+        stats.run_test(test)
+        stats.miss(HOST, "POST", URL, "k1", normalized())
+    (missed,) = stats.snapshot()["missed"]
+    assert missed["count"] == 3 and missed["tests"] == ["t::a", "t::b"]

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from provider_cache.core.rejections import CUT_SHORT, STREAM_ERROR, TOO_LARGE, UNDECODABLE
 from provider_cache.core.streaming import (
     FAILURE_EVENTS,
     TERMINAL_EVENTS,
     StreamRecorder,
     is_event_stream,
+    recorder_for,
 )
 
 OPENAI = [b'data: {"choices":[{"delta":{"content":"Hel"}}]}\n\n', b"data: [DONE]\n\n"]
@@ -194,3 +196,77 @@ def test_a_last_event_without_its_blank_line_counts_when_the_stream_ends() -> No
     recorder = StreamRecorder(max_size=1 << 20)
     feed(recorder, [b'data: {"x": 1}\n\n', b"event: error\ndata: {}"], end=True)
     assert recorder.complete(connection_closed_early=False) is False
+
+
+# --- chunk offsets (SPEC §4, Timing) -----------------------------------------------------------
+
+
+class Clock:
+    """A clock the test moves by hand: offsets without sleeping."""
+
+    def __init__(self, now: float = 100.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_each_chunk_keeps_its_offset_from_the_recorders_start() -> None:
+    clock = Clock()
+    recorder = StreamRecorder(max_size=1 << 20, clock=clock)  # made as the headers arrive
+    chunks = [b"data: 1\n\n", b"data: 2\n\n", b"data: [DONE]\n\n"]
+    for delay, chunk in zip([0.25, 0.5, 1.0], chunks, strict=True):
+        clock.now += delay
+        recorder(chunk)
+    clock.now += 3
+    recorder(b"")  # the end is no chunk: no offset
+    assert recorder.offsets == [0.25, 0.75, 1.75]
+    assert len(recorder.offsets) == len(recorder.chunks)
+
+
+def test_recorder_for_passes_the_clock_on() -> None:
+    clock = Clock(5.0)
+    recorder = recorder_for("text/event-stream", "", "/v1/chat/completions", 1 << 20, clock)
+    assert recorder is not None
+    clock.now = 7.5
+    recorder(b"data: [DONE]\n\n")
+    assert recorder.offsets == [2.5]
+
+
+def test_an_overflow_drops_the_offsets_with_the_chunks() -> None:
+    clock = Clock()
+    recorder = StreamRecorder(max_size=10, clock=clock)
+    feed(recorder, [b"12345", b"678901", b"x"], end=True)
+    assert recorder.chunks == [] and recorder.offsets == []
+
+
+# --- transport_rejection: the answer as sent, whatever its format says ------------------------
+
+ERROR_EVENT = [b'data: {"x": 1}\n\n', b'event: error\ndata: {"message": "overloaded"}\n\n']
+
+
+@pytest.mark.parametrize(
+    ("ended", "closed_early", "expected"),
+    [
+        (True, False, None),
+        (False, False, CUT_SHORT),
+        (True, True, CUT_SHORT),
+        (False, True, CUT_SHORT),
+    ],
+)
+def test_transport_rejection_is_about_the_end_not_the_format(ended, closed_early, expected) -> None:
+    recorder = StreamRecorder(max_size=1 << 20)
+    feed(recorder, ERROR_EVENT, end=ended)
+    assert recorder.rejection(closed_early) == STREAM_ERROR  # the format: a failure
+    assert recorder.transport_rejection(closed_early) == expected
+
+
+def test_transport_rejection_names_overflow_and_undecodable_codings() -> None:
+    big = StreamRecorder(max_size=4)
+    feed(big, ERROR_EVENT, end=True)
+    assert big.transport_rejection(False) == TOO_LARGE
+    garbled = StreamRecorder(max_size=1 << 20, encoding="gzip")
+    feed(garbled, [b"not gzip at all"], end=True)
+    assert garbled.transport_rejection(False) == UNDECODABLE
+    unknown = StreamRecorder(max_size=1 << 20, encoding="compress")
+    assert unknown.transport_rejection(False) == UNDECODABLE

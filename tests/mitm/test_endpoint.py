@@ -71,3 +71,55 @@ def test_metrics_gain_the_tier_and_remote_counters_only_with_a_remote():
     plain = Stats(mode="replay", window_size=10)
     _, _, body = endpoint.EndpointApp(plain.snapshot).route("GET", "/metrics")
     assert b"provider_cache_remote" not in body and b"tier_hits" not in body
+
+
+def metric_samples(snapshot) -> dict:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    status, _, body = endpoint.EndpointApp(snapshot).route("GET", "/metrics")
+    assert status == 200
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(body.decode())
+        for s in family.samples
+    }
+
+
+def test_metrics_count_answers_not_stored_by_host_and_reason():
+    from provider_cache.core.rejections import CUT_SHORT, REASONS, STREAM_ERROR
+    from provider_cache.core.stats import Stats
+
+    stats = Stats(mode="record", window_size=10)
+    stats.reject("api.openai.com", CUT_SHORT)
+    stats.reject("api.openai.com", CUT_SHORT)
+    stats.reject("bedrock-runtime.us-east-1.amazonaws.com", STREAM_ERROR)
+    stats.hit("api.anthropic.com")
+    samples = metric_samples(stats.snapshot)
+    rejected = {
+        labels: value
+        for (name, labels), value in samples.items()
+        if name == "provider_cache_rejected_total"
+    }
+    openai = (("host", "api.openai.com"), ("reason", CUT_SHORT))
+    bedrock = (("host", "bedrock-runtime.us-east-1.amazonaws.com"), ("reason", STREAM_ERROR))
+    assert rejected[openai] == 2 and rejected[bedrock] == 1
+    # every reason of every host, at 0 before its first increment
+    assert len(rejected) == 3 * len(REASONS)
+    assert rejected[(("host", "api.anthropic.com"), ("reason", CUT_SHORT))] == 0
+    assert sum(rejected.values()) == 3
+
+
+def test_metrics_of_a_snapshot_without_rejections_still_render():
+    """A snapshot of an older shape (no `rejected` per host) gives zeros, not a failed scrape."""
+    document = {
+        "hits": 1,
+        "misses": 0,
+        "recorded": 0,
+        "passthrough": 0,
+        "errors": 0,
+        "hit_rate": 1.0,
+        "window": {"size": 1, "hit_rate": 1.0},
+        "by_host": {"h": {"hits": 1, "misses": 0, "recorded": 0, "errors": 0}},
+    }
+    samples = metric_samples(lambda: document)
+    assert samples[("provider_cache_rejected_total", (("host", "h"), ("reason", "cut_short")))] == 0

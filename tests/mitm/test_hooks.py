@@ -294,3 +294,87 @@ def test_a_large_body_is_keyed_off_the_event_loop(cache, tctx):
     assert again.response is not None and again.response.headers["x-provider-cache"] == "hit"
     assert threads and threading.main_thread().name not in threads
     assert cache.request(provider_flow(b'{"small": 1}')) is None  # small bodies stay inline
+
+
+# --- replay timing: a hit on a stream with offsets, paced (mitm/pacedreplay.py) ---------------
+
+
+def record_stream(cache: ProviderCache, flow: http.HTTPFlow) -> None:
+    cache.request(flow)
+    upstream_answer(flow, b"", **{"content-type": "text/event-stream"})
+    cache.responseheaders(flow)
+    flow.response.stream(SSE)
+    flow.response.stream(b"")
+    finish(cache.response(flow))
+
+
+@pytest.mark.parametrize("value", ["fast", "0", "-1", ""])
+def test_a_bad_cache_replay_timing_is_an_options_error(cache, tctx, value):
+    with pytest.raises(exceptions.OptionsError, match="cache_replay_timing takes none, recorded"):
+        tctx.configure(cache, cache_replay_timing=value)
+    assert cache.settings.replay_timing is None
+
+
+def test_a_paced_hit_goes_to_the_loopback_server_never_upstream(cache, tctx):
+    record_stream(cache, provider_flow())
+    tctx.configure(cache, cache_mode="replay", cache_replay_timing="recorded")
+
+    async def scenario() -> http.HTTPFlow:
+        flow = provider_flow()
+        starting = cache.request(flow)
+        assert starting is not None  # the pacing server starts on the first paced hit
+        await starting
+        assert flow.response is None and flow.is_replay == "response"
+        assert (flow.request.host, flow.request.port) == ("127.0.0.1", cache.paced.port)
+        second = provider_flow()
+        assert cache.request(second) is None  # running now: nothing to await
+        flow.response = http.Response.make(200, b"")  # what the loopback server answers
+        cache.responseheaders(flow)
+        assert flow.request.pretty_url == "https://api.openai.com/v1/chat/completions"
+        assert flow.response.stream is True
+        assert cache.response(flow) is None  # a hit: nothing recorded
+        cache.paced.close()
+        return flow
+
+    flow = asyncio.run(scenario())
+    assert flow.metadata["provider_cache"]["result"] == "hit"
+    assert (cache.stats.hits, cache.stats.misses) == (2, 0)  # counted as the replay run's hits
+
+
+def test_timing_none_and_unstreamed_entries_are_served_at_once(cache, tctx):
+    record_stream(cache, provider_flow())
+    record(cache, provider_flow(b'{"model": "json"}'))
+    for timing, content in [("none", b'{"model": "m"}'), ("0.5", b'{"model": "json"}')]:
+        tctx.configure(cache, cache_replay_timing=timing)
+        flow = provider_flow(content)
+        assert cache.request(flow) is None
+        assert flow.response is not None and flow.request.host == "api.openai.com"
+    assert cache.paced.server is None  # never started
+
+
+def test_an_entry_recorded_before_offsets_replays_at_once(cache, tctx):
+    record_stream(cache, provider_flow())
+    [(key, value)] = list(cache.store.items())
+    old = records.unpack(value)
+    old.response.offsets = None  # as the version before offsets packed it: schema 1
+    cache.store.put(key, records.pack(old))
+    assert records.pack(old)[:20].find(b"schema\x01") >= 0
+    tctx.configure(cache, cache_mode="replay", cache_replay_timing="recorded")
+    flow = provider_flow()
+    assert cache.request(flow) is None
+    assert flow.response is not None and flow.response.content == SSE
+
+
+def test_a_paced_flow_that_breaks_before_its_headers_is_an_error(cache, tctx):
+    record_stream(cache, provider_flow())
+    tctx.configure(cache, cache_replay_timing="recorded")
+
+    async def scenario() -> http.HTTPFlow:
+        flow = provider_flow()
+        await cache.request(flow)
+        cache.error(flow)
+        cache.paced.close()
+        return flow
+
+    flow = asyncio.run(scenario())
+    assert flow.request.host == "api.openai.com" and cache.stats.errors == 1

@@ -80,6 +80,10 @@ BAD_VALUES: list[tuple[str, object, str]] = [
     ("cache_ignore_headers", ["x-a:b"], "cache_ignore_headers takes header names (globs allowed)"),
     ("cache_redact_headers", ["ok", "a\tb"], "cache_redact_headers takes header names"),
     ("cache_redact_headers", ["x-key:"], "cache_redact_headers takes header names"),
+    ("cache_record_errors", "200", "cache_record_errors takes error statuses (400-599), 4xx"),
+    ("cache_record_errors", "teapot", "cache_record_errors takes error statuses"),
+    ("cache_replay_timing", "fast", "cache_replay_timing takes none, recorded or a positive"),
+    ("cache_replay_timing", "0", "cache_replay_timing takes none, recorded or a positive"),
 ]
 
 
@@ -121,6 +125,22 @@ def test_the_addon_reports_a_bad_value_as_one_options_error(
         with pytest.raises(exceptions.OptionsError, match="cache_map_size must be a positive"):
             tctx.configure(cache, cache_map_size="lots")
         assert cache.settings is not None and cache.settings.map_size == 1 << 30
+
+
+def test_errors_on_purpose_and_replay_timing_are_off_by_default(opts: Options) -> None:
+    settings = options.parse(opts)
+    assert settings.record_errors.statuses == frozenset()
+    assert settings.record_errors.stream_errors is False
+    assert settings.replay_timing is None
+
+
+def test_record_errors_and_replay_timing_are_parsed(opts: Options) -> None:
+    settings = parse(opts, cache_record_errors="429, 5xx, stream_error", cache_replay_timing="0.5")
+    assert 429 in settings.record_errors.statuses and 503 in settings.record_errors.statuses
+    assert 404 not in settings.record_errors.statuses
+    assert settings.record_errors.stream_errors is True
+    assert settings.replay_timing == 0.5
+    assert parse(opts, cache_replay_timing="recorded").replay_timing == 1.0
 
 
 # --- the stats file --------------------------------------------------------------------------
@@ -185,6 +205,46 @@ def test_extra_headers_join_the_built_in_rules_in_lower_case(opts: Options) -> N
     assert settings.rules.is_secret("x-team-token")
     assert settings.rules.is_secret("authorization")  # the built-in rules still hold
     assert not settings.rules.is_ignored("content-type")
+
+
+def test_user_rules_are_parsed_into_the_key_rules(opts: Options) -> None:
+    settings = parse(
+        opts,
+        cache_ignore_json=["$.metadata.run_id, $..tool_call_id", "$.messages[*].id"],
+        cache_normalize=["uuid\niso-timestamp", r"run-\d+"],
+    )
+    assert settings.rules.user is not None
+    assert settings.rules.user.labels == (
+        "cache_ignore_json $.metadata.run_id",
+        "cache_ignore_json $..tool_call_id",
+        "cache_ignore_json $.messages[*].id",
+        "cache_normalize uuid",
+        "cache_normalize iso-timestamp",
+        r"cache_normalize /run-\d+/",
+    )
+    assert parse(opts, cache_ignore_json=[], cache_normalize=[]).rules == KeyRules()
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("cache_ignore_json", ["metadata.run_id"], "cache_ignore_json: JSON path 'metadata"),
+        ("cache_ignore_json", ["$.a["], "cache_ignore_json: JSON path '$.a[': unexpected '['"),
+        ("cache_ignore_json", ["$"], "cache_ignore_json: JSON path '$' names the whole body"),
+        ("cache_normalize", ["run-(\\d+"], "cache_normalize: 'run-(\\\\d+' is not a regular"),
+        ("cache_normalize", ["x*"], "cache_normalize: 'x*' matches the empty string"),
+        ("cache_normalize", ["uuids"], "cache_normalize: 'uuids' is not a ready-made pattern"),
+    ],
+)
+def test_a_bad_user_rule_is_one_options_error_naming_it(
+    cache: ProviderCache, tmp_path: Path, option: str, value: list[str], message: str
+) -> None:
+    with taddons.context(cache) as tctx:
+        tctx.configure(cache, cache_dir=str(tmp_path / "cache"))
+        with pytest.raises(exceptions.OptionsError) as raised:
+            tctx.configure(cache, **{option: value})
+        assert str(raised.value).startswith(message) and "\n" not in str(raised.value)
+        assert cache.settings is not None and cache.settings.rules.user is None
 
 
 @pytest.mark.parametrize(

@@ -315,3 +315,89 @@ def test_commands_without_a_store_say_so(cache):
         pytest.raises(exceptions.CommandError, match="no store open"),
     ):
         ctx.master.commands.call_strings("cache.forget", ["@all"])
+
+
+# -- errors on purpose (SPEC §4) -------------------------------------------------------------
+
+
+def test_an_error_recorded_on_purpose_and_its_hits_are_marked_as_errors(tctx, cache):
+    tctx.configure(cache, cache_record_errors="5xx")
+    miss = send(tctx, provider_flow(), status=503)
+    (_, value), *_ = cache.store.items()
+    stored = records.unpack(value)
+    assert stored.meta.get("error") == "error_status"
+    assert miss.marked == ":warning:"
+    assert miss.comment == (
+        f"cache miss · forwarded · recorded {when(stored.recorded_at)} · error: error_status"
+        f" · key {key_of(miss)}"
+    )
+    hit = send(tctx, provider_flow())
+    assert hit.response.status_code == 503 and hit.marked == ":warning:"
+    assert hit.comment == (
+        f"cache hit · recorded {when(stored.recorded_at)} · error: error_status · key {key_of(hit)}"
+    )
+    assert flowfilter.match('~comment "cache hit"', hit)  # still found as a hit
+
+
+def test_the_cache_note_marks_a_successful_status_as_an_error(tctx, cache):
+    """A 200 stream that reported a failure: only the cache's note says it is an error."""
+    flow = provider_flow()
+    flow.response = http.Response.make(200, b"event: error\ndata: {}\n\n")
+    flow.metadata["provider_cache"] = {
+        "result": "hit",
+        "key": "k" * 64,
+        "recorded_at": 0.0,
+        "error": "stream_error",
+    }
+    tctx.master.addons.get("flowmarkers").decided(flow)
+    assert flow.marked == ":warning:"
+    assert (
+        flow.comment == f"cache hit · recorded {when(0.0)} · error: stream_error · key {'k' * 64}"
+    )
+
+
+def test_a_paced_hit_without_its_answer_yet_is_marked_by_the_note_alone(tctx):
+    flow = provider_flow()
+    assert flow.response is None
+    flow.metadata["provider_cache"] = {"result": "hit", "key": "k" * 64, "recorded_at": 0.0}
+    tctx.master.addons.get("flowmarkers").decided(flow)
+    assert flow.marked == ":white_check_mark:"
+    flow.metadata["provider_cache"]["error"] = "stream_error"
+    tctx.master.addons.get("flowmarkers").decided(flow)
+    assert flow.marked == ":warning:" and "error: stream_error" in flow.comment
+
+
+def test_a_forwarded_error_not_recorded_is_no_error_mark(tctx):
+    """Not stored, so nothing replays it: an ordinary miss."""
+    failed = send(tctx, provider_flow(), status=500)
+    assert failed.marked == ":x:" and "error:" not in failed.comment
+
+
+def test_load_marks_stored_errors_and_leaves_the_others(tctx, cache):
+    send(tctx, provider_flow("ok"))
+    imported = records.Entry(
+        key="e" * 64,
+        recorded_at=0.0,
+        request=records.StoredRequest("POST", f"https://{OPENAI}/v1/chat/completions", [], b"{}"),
+        response=records.StoredResponse(502, "Bad Gateway", [], b"{}"),
+    )
+    on_purpose = records.Entry(
+        key="d" * 64,
+        recorded_at=0.0,
+        request=records.StoredRequest("POST", f"https://{OPENAI}/v1/responses", [], b"{}"),
+        response=records.StoredResponse(
+            200, "OK", [], b"", [b"event: response.failed\ndata: {}\n\n"]
+        ),
+        meta={"error": "stream_error"},
+    )
+    for e in (imported, on_purpose):
+        cache.store.put(e.key.encode(), records.pack(e))
+    command(tctx, "cache.load")
+    by_key = {f.metadata["provider_cache"]["key"]: f for f in tctx.master.addons.get("view")}
+    assert by_key["e" * 64].marked == by_key["d" * 64].marked == ":warning:"
+    assert by_key["d" * 64].comment == (
+        f"cache entry · recorded {when(0.0)} · error: stream_error · key {'d' * 64}"
+    )
+    assert "error: error_status" in by_key["e" * 64].comment
+    [ok] = [f for key, f in by_key.items() if key not in ("d" * 64, "e" * 64)]
+    assert ok.marked == ":floppy_disk:" and "error" not in ok.comment

@@ -215,3 +215,25 @@ def test_a_clean_end_with_lookups_counts(cache_dir: Path) -> None:
     files.close(lookups=1)
     assert runs_of(cache_dir)[1].counts
     assert last_hits(cache_dir) == {"k": LastHit(1, 1.0)}
+
+
+# --- unused entries (SPEC §5) ----------------------------------------------------------------
+
+
+def test_unused_are_the_entries_no_request_of_the_run_used(files: CacheFiles) -> None:
+    for key in ("a-used-flushed", "b-used-unflushed", "c-unused", "d-unused"):
+        files.store.put(key.encode(), b"entry")
+    files.begin_run()
+    files.note_hit("a-used-flushed", 1.0)
+    files.flush_usage()
+    files.note_hit("b-used-unflushed", 2.0)
+    assert files.unused(limit=1) == {"count": 2, "keys": ["c-unused"]}
+
+
+def test_an_entry_that_arrived_during_the_run_is_not_unused(files: CacheFiles) -> None:
+    files.store.put(b"old", b"entry")
+    files.begin_run()
+    files.store.put(b"merged-in", b"entry")
+    assert files.usage is not None
+    files.usage.note_arrivals([b"merged-in"])
+    assert files.unused(limit=10) == {"count": 1, "keys": ["old"]}

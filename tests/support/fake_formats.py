@@ -120,7 +120,8 @@ def invoke_stream(served: int, model: str, prompt: str, answer: str, fault: str)
         {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": p}}
         for p in pieces(answer)
     ]
-    start = {"id": f"msg_{served}", "type": "message", "role": "assistant", "model": model}
+    start: JSON = {"id": f"msg_{served}", "type": "message", "role": "assistant"}
+    start["model"] = model
     start |= {"content": [], "stop_reason": None, "stop_sequence": None}
     start["usage"] = {"input_tokens": len(prompt.split()), "output_tokens": 1}
     metrics = {"inputTokenCount": len(prompt.split()), "outputTokenCount": len(answer.split())}

@@ -20,7 +20,8 @@ Misbehaviour is selected by the ``model`` field of the JSON body:
 
 Beyond OpenAI chat and Anthropic it speaks, with the faults of tests/support/fake_formats.py
 (the model name again, or Bedrock's model id in the path): OpenAI Responses (`/v1/responses`),
-Bedrock (`/model/ID/converse`, `converse-stream`, `invoke-with-response-stream`: AWS event
+Azure OpenAI chat (`/openai/deployments/D/chat/completions`, on AZURE_HOST), Bedrock
+(`/model/ID/converse`, `converse-stream`, `invoke-with-response-stream`: AWS event
 streams), Gemini (`/v1beta/models/M:generateContent`, `:streamGenerateContent` with
 `alt=sse` or as a JSON array) and Ollama (`/api/chat`: NDJSON). ``chunk_delay`` paces every
 stream; ``stream_encoding`` (e.g. "gzip") content-encodes them, flushed per event.
@@ -33,6 +34,7 @@ import contextlib
 import gzip
 import hashlib
 import json
+import re
 import socket
 import ssl
 import struct
@@ -58,6 +60,10 @@ from tests.support import fake_formats as formats
 from tests.support.certs import TestPKI, make_test_ca
 
 CREATED = 1700000000
+#: An Azure OpenAI resource the fake stands in for (the certificate names *.openai.azure.com).
+AZURE_HOST = "fake-resource.openai.azure.com"
+#: Azure OpenAI's chat path: the deployment in the path, the api-version in the query.
+AZURE_CHAT = re.compile(r"/openai/deployments/[^/]+/chat/completions")
 LINGER_SECONDS = 3.0
 HANG_SECONDS = 30.0
 SLOW_DELAY = 0.5
@@ -325,6 +331,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._status
         if self.command == "POST" and path.startswith("/model/"):
             return self._bedrock
+        if self.command == "POST" and AZURE_CHAT.fullmatch(path):
+            return self._chat_completions
         if self.command == "POST" and "/models/" in path and ":" in path:
             return self._gemini
         return routes.get((self.command, path), self._not_found)
@@ -690,7 +698,7 @@ class _Server(ThreadingHTTPServer):
         with self._live_lock:
             self._live.add(conn)
         try:
-            self.RequestHandlerClass(conn, client_address, self)
+            _Handler(conn, client_address, self)  # RequestHandlerClass, as mypy can type it
         finally:
             with self._live_lock:
                 self._live.discard(conn)
@@ -819,6 +827,7 @@ STAND_IN_FOR = (
     "api.anthropic.com",
     "generativelanguage.googleapis.com",
     "bedrock-runtime.us-east-1.amazonaws.com",
+    AZURE_HOST,
 )
 RESOLVE_ADDON = Path(__file__).with_name("resolve.py")
 

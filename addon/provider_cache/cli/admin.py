@@ -34,7 +34,7 @@ from provider_cache.cli.storeview import (
     when,
     writing,
 )
-from provider_cache.core import records, report, textform
+from provider_cache.core import errormark, records, report, textform
 from provider_cache.core.records import Entry
 from provider_cache.storage import cachedir
 from provider_cache.storage.atomic import write_atomically_bytes
@@ -50,6 +50,7 @@ def do_ls(args: argparse.Namespace, cache_dir: Path) -> int:
     with open_store(cache_dir, readonly=True) as store:
         # A filter cannot rule a corrupt entry out (nothing of it is known): always listed.
         rows = [r for r in scan(store) if not r.entry or _matches(r.entry, args.host, args.path)]
+    errors = 0
     for row in rows:
         if row.entry is None:
             if args.json:
@@ -63,14 +64,22 @@ def do_ls(args: argparse.Namespace, cache_dir: Path) -> int:
             print(json.dumps(_summary(e, hit)))
             continue
         streamed = f" sse:{len(e.response.chunks)}" if e.response.chunks is not None else ""
+        error = errormark.error_of(e.meta, e.response.status)
+        errors += error is not None
+        marked = f" error:{error}" if error else ""
         last = f"run {hit.run} {when(hit.at)}" if hit else "never"
         print(
-            f"{e.key[:12]}  {e.response.status}  {size(len(e.response.content)):>5}{streamed}  "
-            f"recorded {when(e.recorded_at)}  last hit {last}  {e.request.method} {e.request.url}"
+            f"{e.key[:12]}  {e.response.status}  {size(len(e.response.content)):>5}{streamed}"
+            f"{marked}  recorded {when(e.recorded_at)}  last hit {last}  "
+            f"{e.request.method} {e.request.url}"
         )
     if not args.json:
         corrupt = len(rows) - len(entries(rows))
-        print(f"{len(rows)} entries" + (f", {corrupt} corrupt" if corrupt else ""))
+        print(
+            f"{len(rows)} entries"
+            + (f", {errors} error{'' if errors == 1 else 's'}" if errors else "")
+            + (f", {corrupt} corrupt" if corrupt else "")
+        )
     return OK
 
 
@@ -91,6 +100,7 @@ def _summary(entry: Entry, hit: LastHit | None) -> dict:
         "chunks": None if entry.response.chunks is None else len(entry.response.chunks),
         "recorded_at": entry.recorded_at,
         "recorded_run": entry.meta.get("recorded_run"),
+        "error": errormark.error_of(entry.meta, entry.response.status),
         "last_hit_run": hit.run if hit else None,
         "last_hit_at": hit.at if hit else None,
     }
@@ -112,6 +122,14 @@ def do_show(args: argparse.Namespace, cache_dir: Path) -> int:
     req, resp = entry.request, entry.response
     print(f"key       {entry.key}")
     print(f"recorded  {when(entry.recorded_at)} UTC (run {entry.meta.get('recorded_run', '?')})")
+    error = errormark.error_of(entry.meta, resp.status)
+    if error is not None:
+        why = (
+            "recorded on purpose (cache_record_errors)"
+            if errormark.recorded_on_purpose(entry.meta)
+            else f"status {resp.status}"
+        )
+        print(f"error     {error}: {why}; replayed as this error")
     print(f"\n{req.method} {req.url}")
     print(_headers(req.headers) + "\n\n" + _body(req.body))
     print(f"\n{resp.status} {resp.reason}")

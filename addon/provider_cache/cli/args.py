@@ -120,6 +120,20 @@ def add_stats_arguments(p: argparse.ArgumentParser) -> None:
         "--min-hit-rate", type=hit_rate, metavar="F", help="exit 1 below this (0.95 or 95%%)"
     )
     add_min_lookups(p)
+    p.add_argument(
+        "--fail-unused",
+        action="store_true",
+        help="exit 1 when the store holds entries no request of the run used",
+    )
+    p.add_argument(
+        "--max-age",
+        type=age,
+        metavar="AGE",
+        help="exit 1 when the run used a recording older than AGE (30d, 12h)",
+    )
+    p.add_argument(
+        "--warn-age", type=age, metavar="AGE", help="only warn about recordings older than AGE"
+    )
     p.add_argument("--format", choices=("text", "json", "markdown"), default="text")
 
 

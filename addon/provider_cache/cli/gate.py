@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -62,22 +63,38 @@ def load(args: argparse.Namespace) -> dict:
 
 
 def judge(
-    merged: dict, min_hit_rate: float | None, fmt: str, min_lookups: int = 0
+    merged: dict,
+    min_hit_rate: float | None,
+    fmt: str,
+    min_lookups: int = 0,
+    wanted: report.Freshness | None = None,
 ) -> tuple[int, str]:
     passed, verdict = report.gate(merged, min_hit_rate, min_lookups)
+    failures, warnings = report.freshness(merged, wanted or report.Freshness(), time.time())
+    if failures:
+        passed, verdict = False, "; ".join([verdict, *failures])
     if fmt == "json":
         thresholds = {"min_hit_rate": min_hit_rate, "min_lookups": min_lookups}
-        out = json.dumps(
-            {**merged, "gate": {"passed": passed, **thresholds, "verdict": verdict}}, indent=2
-        )
+        gate_doc = {"passed": passed, **thresholds, "verdict": verdict, "warnings": warnings}
+        out = json.dumps({**merged, "gate": gate_doc}, indent=2)
     elif fmt == "markdown":
         out = report.render_markdown(merged, verdict, passed)
+        out += "".join(f"\n> ⚠️ {w}\n" for w in warnings)
     else:
         out = report.render_text(merged, verdict)
+        out += "".join(f"\nwarning: {w}" for w in warnings)
     return (OK if passed else BELOW_THRESHOLD), out
 
 
+def wanted_of(args: argparse.Namespace) -> report.Freshness:
+    return report.Freshness(
+        fail_unused=getattr(args, "fail_unused", False),
+        max_age=getattr(args, "max_age", None),
+        warn_age=getattr(args, "warn_age", None),
+    )
+
+
 def main(args: argparse.Namespace) -> int:
-    code, out = judge(load(args), args.min_hit_rate, args.format, args.min_lookups)
+    code, out = judge(load(args), args.min_hit_rate, args.format, args.min_lookups, wanted_of(args))
     print(out)
     return code

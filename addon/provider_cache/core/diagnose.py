@@ -2,7 +2,9 @@
 
 Pure: compares normalised requests (provider_cache.core.keys.normalize) and names the
 differences a developer can act on: `body $.temperature: 0.2 → 0.7`,
-`header anthropic-version: 2023-06-01 → 2024-10-22`, `query page: 1 → 2`.
+`header anthropic-version: 2023-06-01 → 2024-10-22`, `query page: 1 → 2`; and the user
+rules that changed the missed request (`rule applied: cache_normalize uuid replaced 2
+values`), by name and count: the values they replaced are never shown.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Iterable
 from difflib import SequenceMatcher
 from urllib.parse import urlsplit
 
+from provider_cache.core import userrules
 from provider_cache.core.keys import KeyRules, RequestParts, cache_key, normalize
 from provider_cache.core.records import StoredRequest
 
@@ -76,17 +79,18 @@ def closest_each(
             score = (len(found), _distance(found))
             if name not in best or score < best[name][0]:
                 best[name] = (score, key, found)
-    return {name: _report(best.get(name)) for name in missed}
+    return {name: _report(best.get(name), missed[name]) for name in missed}
 
 
-def _report(best: tuple[tuple[int, float], str, list[str]] | None) -> dict | None:
+def _report(best: tuple[tuple[int, float], str, list[str]] | None, missed: dict) -> dict | None:
     if best is None:
         return None
     (count, _), key, found = best
     more = max(0, count - MAX_DIFFERENCES)
+    rules = [f"rule applied: {line}" for line in userrules.describe(missed)]
     return {
         "key": key,
-        "differences": found[:MAX_DIFFERENCES] or [SAME_REQUEST_OTHER_RULES],
+        "differences": (found[:MAX_DIFFERENCES] or [SAME_REQUEST_OTHER_RULES]) + rules,
         "more": more,
     }
 

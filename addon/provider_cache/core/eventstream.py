@@ -48,7 +48,7 @@ def operation_for(path: str) -> str:
     return next((op for op in (CONVERSE, INVOKE) if bare.endswith("/" + op)), "")
 
 
-def parse_headers(raw: bytes | memoryview) -> dict[str, object]:
+def parse_headers(raw: bytes) -> dict[str, object]:
     """A frame's headers; ValueError when they do not parse."""
     headers: dict[str, object] = {}
     pos, end = 0, len(raw)
@@ -119,8 +119,11 @@ class EventStreamChecker:
             (message_crc,) = CRC.unpack_from(view, total - CRC.size)
             if zlib.crc32(view[: total - CRC.size]) != message_crc:
                 raise ValueError("bad message CRC")
-            headers = parse_headers(view[PRELUDE.size : PRELUDE.size + headers_length])
+            # Copies: a view still exported (by a parse error's traceback) would stop feed()
+            # from clearing the buffer (BufferError out of the response hook).
+            raw_headers = bytes(view[PRELUDE.size : PRELUDE.size + headers_length])
             payload = bytes(view[PRELUDE.size + headers_length : total - CRC.size])
+        headers = parse_headers(raw_headers)
         del buffer[:total]
         self.frames += 1
         self._frame(headers, payload)

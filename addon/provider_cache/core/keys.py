@@ -13,6 +13,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
 
 import msgpack
@@ -20,12 +21,19 @@ import msgpack
 from provider_cache.core import bodies
 from provider_cache.core.globs import NameMatcher
 
+if TYPE_CHECKING:  # core/userrules.py imports this module
+    from provider_cache.core.userrules import UserRules
+
 #: Part of every key: bumped when a key could otherwise find a recording of a request that
 #: asked something else. Rules that only merge requests asking the same thing (a header
 #: ignored, credentials counted once) keep it: a recording they do not touch keeps its key, the
 #: others miss once, and the miss diagnosis says the request was recorded under other rules.
 KEY_VERSION = 1
 REDACTED = "<redacted>"
+#: Where a normalised request holds the user rules (cache_ignore_json, cache_normalize) that
+#: changed it, with how many values each: present only then, so that a request no rule
+#: touches keeps its key. The rules are key material, their counts only for the diagnosis.
+RULES_APPLIED = "rules"
 
 #: SDK, runtime and platform identification, by family: SDKs name themselves, their version,
 #: the language runtime and often the OS and kernel release. None of it changes what is asked,
@@ -258,6 +266,7 @@ class KeyRules:
     Header and query names are secrets by `secret`/`secret_query` (less the built-in
     exceptions), JSON body fields by `secret_json`; `account` names are treated as secret
     headers and redacted in stored responses too (empty: cache_keep_account_headers).
+    `user`: cache_ignore_json and cache_normalize, None when there are none.
     """
 
     ignored: tuple[str, ...] = IGNORED_HEADERS
@@ -265,6 +274,7 @@ class KeyRules:
     secret_query: tuple[str, ...] = SECRET_QUERY_PARAMS
     secret_json: tuple[str, ...] = SECRET_JSON_FIELDS
     account: tuple[str, ...] = ACCOUNT_HEADERS
+    user: UserRules | None = None
     _ignored: NameMatcher = field(init=False, repr=False, compare=False)
     _secret: SecretNames = field(init=False, repr=False, compare=False)
     _account: NameMatcher = field(init=False, repr=False, compare=False)
@@ -300,11 +310,13 @@ class KeyRules:
         secret: tuple[str, ...] = (),
         *,
         keep_account: bool = False,
+        user: UserRules | None = None,
     ) -> KeyRules:
         return cls(
             ignored=IGNORED_HEADERS + tuple(h.lower() for h in ignored),
             secret=SECRET_HEADERS + tuple(h.lower() for h in secret),
             account=() if keep_account else ACCOUNT_HEADERS,
+            user=user or None,
         )
 
     def is_ignored(self, name: str) -> bool:
@@ -356,8 +368,21 @@ class RequestParts:
 
 def normalize(req: RequestParts, rules: KeyRules) -> dict:
     """The canonical form of a request: what is keyed, and shown when a lookup misses."""
+    if rules.user is not None:
+        return _normalize_with(rules.user, req, rules)
     headers = normalize_headers(req.headers, rules)
     body, body_kind = bodies.canonical_body(req.body, dict(headers), rules.json_decoder)
+    return _normalized(req, rules, headers, body, body_kind, normalize_query(req.query, rules))
+
+
+def _normalized(
+    req: RequestParts,
+    rules: KeyRules,
+    headers: list[tuple[str, str]],
+    body: bytes,
+    body_kind: str,
+    query: list[tuple[str, str]],
+) -> dict:
     headers = [
         (name, bodies.strip_boundary(value) if name == "content-type" else value)
         for name, value in headers
@@ -369,11 +394,28 @@ def normalize(req: RequestParts, rules: KeyRules) -> dict:
         "host": req.host.lower().rstrip("."),
         "port": req.port,
         "path": req.path,
-        "query": normalize_query(req.query, rules),
+        "query": query,
         "headers": headers,
         "body_kind": body_kind,
         "body": body,
     }
+
+
+def _normalize_with(user: UserRules, req: RequestParts, rules: KeyRules) -> dict:
+    """`normalize` under cache_ignore_json and cache_normalize: the JSON rules act on the one
+    parse of the body, the patterns on a body that is not JSON and on query values."""
+    headers = normalize_headers(req.headers, rules)
+    decoder = user.decoder(rules.json_decoder)
+    body, body_kind = bodies.canonical_body(req.body, dict(headers), decoder)
+    counts = decoder.counts if body_kind == "json" else {}  # not JSON after all: raw below
+    if body_kind == "raw":
+        body = user.raw_body(body, counts)
+    query = user.query(normalize_query(req.query, rules), counts)
+    normalized = _normalized(req, rules, headers, body, body_kind, query)
+    applied = user.applied(counts)
+    if applied:
+        normalized[RULES_APPLIED] = applied
+    return normalized
 
 
 def normalize_headers(
@@ -414,8 +456,11 @@ def cache_key(normalized: dict) -> str:
     Undecodable wire bytes arrive as lone surrogates; surrogatepass encodes every string,
     and distinct strings distinctly, where strict UTF-8 would raise.
     """
+    material = list(normalized.items())
+    if RULES_APPLIED in normalized:  # which user rules changed it, not how many values
+        material = [(k, list(v) if k == RULES_APPLIED else v) for k, v in material]
     packed = msgpack.packb(
-        [KEY_VERSION, list(normalized.items())], use_bin_type=True, unicode_errors="surrogatepass"
+        [KEY_VERSION, material], use_bin_type=True, unicode_errors="surrogatepass"
     )
     return hashlib.sha256(packed).hexdigest()
 

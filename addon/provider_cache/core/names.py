@@ -13,3 +13,10 @@ ENDPOINT_STATS_URL = f"http://{ENDPOINT_HOST}/stats"
 
 #: Where the cache keeps what it decided about a flow, in `flow.metadata` (mitmweb, flow files).
 FLOW_METADATA_KEY = "provider_cache"
+
+#: The test runner's channel (SPEC §12): the pytest plugin tells the proxy it started which
+#: test is running, by POSTing JSON to this path of the endpoint with the token it gave the
+#: proxy (in the proxy's environment only, never on a command line) in the header below.
+ENDPOINT_TEST_URL = f"http://{ENDPOINT_HOST}/test"
+CONTROL_HEADER = "x-provider-cache-control"
+CONTROL_TOKEN_ENV = "PROVIDER_CACHE_CONTROL_TOKEN"

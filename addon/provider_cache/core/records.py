@@ -3,17 +3,25 @@
 Builtins only, in one fixed shape with a schema version, so that the store can
 be read by any later version or by `python -m lmdb dump` plus msgpack. Pure:
 no mitmproxy, no LMDB.
+
+Schemas: 1 has no chunk offsets; 2 adds `response.offsets`, each chunk's time in seconds
+from the start of the answer (its headers), for paced replay. An entry is written in the
+oldest schema that holds it (2 only for a stream with offsets), so a proxy of an older
+version sharing the store or the remote tier still reads every other entry.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
 
-SCHEMA = 1
+#: The newest schema, written for entries with chunk offsets; SCHEMAS: those read.
+SCHEMA = 2
+SCHEMAS = (1, 2)
 
 #: Response headers that describe one connection or one encoding, not the answer; and
 #: cookies, which belong to one client (OpenAI answers carry Cloudflare's): never replayed.
@@ -58,8 +66,11 @@ class StoredResponse:
     reason: str
     headers: Headers
     body: bytes = b""
-    #: For a streamed (SSE) response, the chunks as they arrived; the body is their join.
+    #: For a streamed response, the chunks as they arrived; the body is their join.
     chunks: list[bytes] | None = None
+    #: Each chunk's arrival, in seconds from the answer's headers (schema 2); None for an
+    #: unstreamed response or one recorded before offsets were (it replays unpaced).
+    offsets: list[float] | None = None
 
     @property
     def content(self) -> bytes:
@@ -88,9 +99,19 @@ _UNICODE_ERRORS = "surrogatepass"
 
 def pack(entry: Entry) -> bytes:
     req, resp = entry.request, entry.response
+    response = {
+        "status": resp.status,
+        "reason": resp.reason,
+        "headers": [list(h) for h in resp.headers],
+        "body": resp.body if resp.chunks is None else b"",
+        "chunks": resp.chunks,
+    }
+    paced = resp.chunks is not None and resp.offsets is not None
+    if paced:
+        response["offsets"] = resp.offsets
     return msgpack.packb(
         {
-            "schema": SCHEMA,
+            "schema": SCHEMA if paced else 1,
             "key": entry.key,
             "recorded_at": entry.recorded_at,
             "request": {
@@ -99,13 +120,7 @@ def pack(entry: Entry) -> bytes:
                 "headers": [list(h) for h in req.headers],
                 "body": req.body,
             },
-            "response": {
-                "status": resp.status,
-                "reason": resp.reason,
-                "headers": [list(h) for h in resp.headers],
-                "body": resp.body if resp.chunks is None else b"",
-                "chunks": resp.chunks,
-            },
+            "response": response,
             "meta": entry.meta,
         },
         use_bin_type=True,
@@ -126,9 +141,10 @@ def unpack(data: bytes) -> Entry:
     if not isinstance(raw, dict):
         raise CorruptEntry(f"not an entry: a msgpack {type(raw).__name__}")
     schema = raw.get("schema")
-    if type(schema) is not int or schema != SCHEMA:
+    if type(schema) is not int or schema not in SCHEMAS:
         raise CorruptEntry(f"unknown entry schema {schema!r}")
     req, resp = _field(raw, "request", dict), _field(raw, "response", dict)
+    chunks = _chunks(resp)
     return Entry(
         key=_field(raw, "key", str),
         recorded_at=float(_field(raw, "recorded_at", (float, int))),
@@ -143,7 +159,8 @@ def unpack(data: bytes) -> Entry:
             reason=_field(resp, "reason", str),
             headers=_headers(resp),
             body=_field(resp, "body", bytes),
-            chunks=_chunks(resp),
+            chunks=chunks,
+            offsets=_offsets(resp, chunks) if schema >= 2 else None,
         ),
         meta=_field(raw, "meta", dict) if "meta" in raw else {},
     )
@@ -188,6 +205,19 @@ def _chunks(resp: dict) -> list[bytes] | None:
     if not isinstance(chunks, list) or not all(isinstance(c, bytes) for c in chunks):
         raise CorruptEntry("chunks: not a list of bytes")
     return chunks
+
+
+def _offsets(resp: dict, chunks: list[bytes] | None) -> list[float]:
+    """One finite, non-negative number of seconds per chunk (schema 2: a stream's)."""
+    offsets = _field(resp, "offsets", list)
+    if chunks is None or len(offsets) != len(chunks):
+        raise CorruptEntry("offsets: not one per chunk")
+    if not all(
+        isinstance(o, (int, float)) and not isinstance(o, bool) and 0 <= o < math.inf
+        for o in offsets
+    ):
+        raise CorruptEntry("offsets: not finite non-negative seconds")
+    return [float(o) for o in offsets]
 
 
 def unpack_valid(items: Iterable[tuple[bytes, bytes]]) -> Iterator[Entry]:

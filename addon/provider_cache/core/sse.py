@@ -166,6 +166,8 @@ class SSEChecker:
             return STREAM_ERROR
         if ended and self.dialect.ended_suffices:
             return None
+        if not ended and events.mid_event:
+            return CUT_SHORT  # even after a terminal event: the stored bytes end mid-event
         if self._last_is_terminal() and (ended or not self.dialect.finish_reason):
             return None
         return INCOMPLETE if ended else CUT_SHORT

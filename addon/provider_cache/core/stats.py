@@ -11,6 +11,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 
+from provider_cache.core.rejections import REASONS
+
 SCHEMA = 1
 MISSED_LIMIT = 100
 DEFAULT_WINDOW = 100
@@ -20,6 +22,7 @@ OTHER_HOSTS = "(other hosts)"
 #: The run totals and the per-host counts, as the stats file, the endpoint and the gate name them.
 TOTALS = ("hits", "misses", "recorded", "passthrough", "errors")
 HOST_TOTALS = ("hits", "misses", "recorded", "errors")
+TEST_TOTALS = ("hits", "misses", "recorded")
 BODY_PREVIEW = 2048
 #: Hits by tier (SPEC §11): the local store, or the remote tier on a local miss.
 TIERS = ("local", "remote")
@@ -29,6 +32,11 @@ REMOTE_TOTALS = ("misses", "errors", "skipped", "uploaded", "pending", "failed",
 REMOTE_KEY_LISTS = ("failed_keys", "conflict_keys")
 #: Keys each of those lists names at most.
 REMOTE_KEYS_LIMIT = 100
+#: Tests counted one by one (SPEC §12); any further test's counts go to OTHER_TESTS.
+MAX_TESTS = 10_000
+OTHER_TESTS = "(other tests)"
+#: Tests a missed request names at most.
+TESTS_LIMIT = 10
 
 
 @dataclass
@@ -37,6 +45,29 @@ class HostCounts:
     misses: int = 0
     recorded: int = 0
     errors: int = 0
+    #: Answers of this host not stored, by reason: only the reasons that happened.
+    rejected: dict[str, int] = field(default_factory=dict)
+
+    def snapshot(self) -> dict:
+        return {
+            **{name: getattr(self, name) for name in HOST_TOTALS},
+            "rejected": {r: self.rejected[r] for r in REASONS if r in self.rejected},
+            "hit_rate": rate(self.hits, self.misses),
+        }
+
+
+@dataclass
+class TestCounts:
+    """One test's lookups (SPEC §12), when the pytest plugin names the tests."""
+
+    __test__ = False  # not a test class, despite its name
+
+    hits: int = 0
+    misses: int = 0
+    recorded: int = 0
+
+    def snapshot(self) -> dict:
+        return {**vars(self), "hit_rate": rate(self.hits, self.misses)}
 
 
 @dataclass
@@ -48,6 +79,8 @@ class Missed:
     request: dict
     #: The closest recorded request and what differs, filled in by a background thread.
     closest: dict | None = None
+    #: The tests that sent it (SPEC §12), when the tests are known; at most TESTS_LIMIT.
+    tests: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -111,6 +144,33 @@ class Stats:
         self.by_host: dict[str, HostCounts] = {}
         self.missed: dict[str, Missed] = {}
         self.missed_dropped = 0
+        #: Answers not stored (SPEC §4), by reason: every reason, 0 when it never happened.
+        self.rejected: dict[str, int] = dict.fromkeys(REASONS, 0)
+        #: The test running now, as the pytest plugin said (SPEC §12); None: none known.
+        self.test: str | None = None
+        #: None until a test runner names a test: then the counts of each test.
+        self.by_test: dict[str, TestCounts] | None = None
+        #: The oldest entry a hit served: (recorded_at, key), for the gate's --max-age.
+        self.oldest: tuple[float, str] | None = None
+
+    def run_test(self, name: str | None) -> None:
+        """The test now running (None between tests): what follows is counted for it."""
+        self.test = name
+        if name is not None and self.by_test is None:
+            self.by_test = {}
+
+    def _test(self) -> TestCounts:
+        assert self.by_test is not None and self.test is not None
+        counts = self.by_test.get(self.test)
+        if counts is None:
+            name = self.test if len(self.by_test) < MAX_TESTS else OTHER_TESTS
+            counts = self.by_test.setdefault(name, TestCounts())
+        return counts
+
+    def test_counts(self) -> dict:
+        """The running test's counts so far (the pytest plugin's fixture)."""
+        counts = self.by_test.get(self.test) if self.test and self.by_test else None
+        return (counts or TestCounts()).snapshot()
 
     def _host(self, host: str) -> HostCounts:
         counts = self.by_host.get(host)
@@ -122,25 +182,39 @@ class Stats:
                 counts = self.by_host[host] = HostCounts()
         return counts
 
-    def hit(self, host: str) -> None:
+    def hit(self, host: str, recorded_at: float | None = None, key: str = "") -> None:
+        """A hit, of an entry recorded at `recorded_at` (the oldest one used is kept)."""
         self.hits += 1
         self._host(host).hits += 1
         self.window.append(True)
+        if self.test is not None:
+            self._test().hits += 1
+        if recorded_at is not None and (self.oldest is None or recorded_at < self.oldest[0]):
+            self.oldest = (recorded_at, key)
 
     def miss(self, host: str, method: str, url: str, key: str, normalized: dict) -> bool:
         """Count a miss; True when it is a newly listed request (worth diagnosing)."""
         self.misses += 1
         self._host(host).misses += 1
         self.window.append(False)
+        if self.test is not None:
+            self._test().misses += 1
         seen = self.missed.get(key)
         if seen is not None:
             seen.count += 1
+            self._name_test(seen)
         elif len(self.missed) < MISSED_LIMIT:
             self.missed[key] = Missed(method, url, key, 1, describe(normalized))
+            self._name_test(self.missed[key])
             return True
         else:
             self.missed_dropped += 1
         return False
+
+    def _name_test(self, missed: Missed) -> None:
+        test = self.test
+        if test is not None and test not in missed.tests and len(missed.tests) < TESTS_LIMIT:
+            missed.tests.append(test)
 
     def from_remote(self) -> None:
         """The hit just counted was served by the remote tier (a local miss)."""
@@ -151,11 +225,26 @@ class Stats:
         self.misses += 1
         self._host(host).misses += 1
         self.window.append(False)
+        if self.test is not None:
+            self._test().misses += 1
         self.error(host)
 
     def record(self, host: str) -> None:
         self.recorded += 1
         self._host(host).recorded += 1
+        if self.test is not None:
+            self._test().recorded += 1
+
+    def reject(self, host: str, reason: str) -> None:
+        """An answer to a cached request that was not stored, and why (core/rejections.py).
+
+        An unknown reason is a caller's bug: it raises rather than growing a new count.
+        """
+        if reason not in self.rejected:
+            raise ValueError(f"unknown rejection reason {reason!r}")
+        self.rejected[reason] += 1
+        counts = self._host(host).rejected
+        counts[reason] = counts.get(reason, 0) + 1
 
     def error(self, host: str | None = None) -> None:
         self.errors += 1
@@ -179,6 +268,7 @@ class Stats:
             self.passthrough,
             self.errors,
             self.rate_limited,
+            *self.rejected.values(),
         )
         if self.remote is None:
             return counts
@@ -205,14 +295,25 @@ class Stats:
                 "misses": len(self.window) - window_hits,
                 "hit_rate": rate(window_hits, len(self.window) - window_hits),
             },
-            "by_host": {
-                host: {**vars(c), "hit_rate": rate(c.hits, c.misses)}
-                for host, c in sorted(self.by_host.items())
-            },
+            "rejected": dict(self.rejected),
+            "by_host": {host: c.snapshot() for host, c in sorted(self.by_host.items())},
             "missed": [vars(m).copy() for m in list(self.missed.values())],
             "missed_dropped": self.missed_dropped,
             **self._tiers(),
+            **self._tests(),
+            **self._oldest(),
         }
+
+    def _oldest(self) -> dict:
+        if self.oldest is None:
+            return {}
+        return {"oldest_used": {"recorded_at": self.oldest[0], "key": self.oldest[1]}}
+
+    def _tests(self) -> dict:
+        """`by_test`, present only once a test runner named a test (SPEC §12)."""
+        if self.by_test is None:
+            return {}
+        return {"by_test": {name: c.snapshot() for name, c in sorted(self.by_test.items())}}
 
     def _tiers(self) -> dict:
         """`tiers` and `remote`, present only when a remote tier is configured."""
@@ -234,12 +335,17 @@ def describe(normalized: dict) -> dict:
     """Enough of the normalised request to see why it missed, as JSON-able text."""
     body = normalized["body"]
     text = body[:BODY_PREVIEW].decode("utf-8", "backslashreplace")
-    return {
+    described = {
         "headers": [f"{k}: {v}" for k, v in normalized["headers"]],
         "query": [f"{k}={v}" for k, v in normalized["query"]],
         "body_kind": normalized["body_kind"],
         "body": text + ("…" if len(body) > BODY_PREVIEW else ""),
     }
+    # Imported here: the gate (cli/gate.py) reads this module and needs only the stdlib.
+    from provider_cache.core import userrules
+
+    rules = userrules.describe(normalized)
+    return described | {"rules": rules} if rules else described
 
 
 def parse_retry_after(value: str, now: float) -> float | None:

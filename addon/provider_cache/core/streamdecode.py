@@ -37,6 +37,8 @@ class StreamDecoder:
         self.size = 0
 
     def decode(self, chunk: bytes) -> bytes:
+        if not chunk:
+            return b""  # nothing to decode (and zstd raises EOFError past a frame's end)
         try:
             out = self._decode(chunk)
         except (zlib.error, brotli.error, zstd.ZstdError) as e:
@@ -51,6 +53,10 @@ class StreamDecoder:
         stream = self.stream
         if isinstance(stream, brotli.Decompressor):
             return stream.process(chunk, output_buffer_limit=room)
+        if stream.eof:  # type: ignore[attr-defined]
+            # The last chunk ended exactly at a member's (frame's) end: this one starts the
+            # next. (zstd raises EOFError, no ZstdError, when fed past a frame's end.)
+            stream = self.stream = self.new()
         out = stream.decompress(chunk, room)  # type: ignore[attr-defined]
         if stream.eof and stream.unused_data:  # type: ignore[attr-defined]
             self.stream = self.new()  # the next gzip member or zstd frame
@@ -63,12 +69,17 @@ class _Deflate:
 
     def __init__(self) -> None:
         self.stream: zlib._Decompress | None = None
+        self.head = b""  # the first byte, while it came alone: the wrapping takes two
         self.eof = False
         self.unused_data = b""
 
     def decompress(self, data: bytes, max_length: int) -> bytes:
         if self.stream is None:
-            wrapped = len(data) >= 2 and (data[0] * 256 + data[1]) % 31 == 0 and data[0] & 15 == 8
+            data, self.head = self.head + data, b""
+            if len(data) < 2:
+                self.head = data
+                return b""
+            wrapped = (data[0] * 256 + data[1]) % 31 == 0 and data[0] & 15 == 8
             self.stream = zlib.decompressobj(zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS)
         out = self.stream.decompress(data, max_length)
         self.eof, self.unused_data = self.stream.eof, self.stream.unused_data

@@ -12,16 +12,20 @@ copy is the whole answer and a success — and if not, why (core/rejections.py):
     …:streamGenerateContent, JSON        core/jsonarray.py   (Gemini without `alt=sse`)
 
 A content-encoded stream is decoded for its checker as it passes (core/streamdecode.py).
+Each chunk's arrival is kept too, in seconds from the recorder's start (the answer's
+headers): the offsets a paced replay follows (SPEC §4, Timing).
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Protocol
 
 from provider_cache.core.eventstream import EventStreamChecker, operation_for
 from provider_cache.core.jsonarray import JSONArrayChecker
 from provider_cache.core.ndjson import NDJSONChecker
-from provider_cache.core.rejections import TOO_LARGE, UNDECODABLE
+from provider_cache.core.rejections import CUT_SHORT, TOO_LARGE, UNDECODABLE
 from provider_cache.core.sse import (
     FAILURE_EVENTS,
     TERMINAL_EVENTS,
@@ -90,21 +94,35 @@ def is_streamed(content_type: str, path: str) -> bool:
 
 
 def recorder_for(
-    content_type: str, content_encoding: str, path: str, max_size: int
+    content_type: str,
+    content_encoding: str,
+    path: str,
+    max_size: int,
+    clock: Callable[[], float] = time.monotonic,
 ) -> StreamRecorder | None:
     """The tee for a streamed answer; None when the answer is not a stream."""
     checker = checker_for(content_type, path)
     if checker is None:
         return None
-    return StreamRecorder(max_size, checker, content_encoding)
+    return StreamRecorder(max_size, checker, content_encoding, clock)
 
 
 class StreamRecorder:
-    """The tee mitmproxy calls as `flow.response.stream`."""
+    """The tee mitmproxy calls as `flow.response.stream`; made when the headers arrive."""
 
-    def __init__(self, max_size: int, checker: Checker | None = None, encoding: str = ""):
+    def __init__(
+        self,
+        max_size: int,
+        checker: Checker | None = None,
+        encoding: str = "",
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.max_size = max_size
         self.chunks: list[bytes] = []
+        #: Each chunk's arrival, in seconds since the recorder was made.
+        self.offsets: list[float] = []
+        self.clock = clock
+        self.started = clock()
         self.size = 0
         self.ended = False
         self.overflow = False
@@ -122,12 +140,16 @@ class StreamRecorder:
         elif not self.overflow:
             self.size += len(chunk)
             if self.size > self.max_size:
-                self.overflow = True
-                self.chunks = []
+                self._overflowed()
             else:
                 self.chunks.append(chunk)
+                self.offsets.append(self.clock() - self.started)
                 self._check(chunk)
         return chunk
+
+    def _overflowed(self) -> None:
+        self.overflow = True
+        self.chunks, self.offsets = [], []
 
     def _check(self, chunk: bytes) -> None:
         if self.undecodable:
@@ -136,8 +158,7 @@ class StreamRecorder:
             try:
                 chunk = self.decoder.decode(chunk)
             except Overflow:
-                self.overflow = True
-                self.chunks = []
+                self._overflowed()
                 return
             except DecodeError:
                 self.undecodable = True
@@ -152,6 +173,16 @@ class StreamRecorder:
         if self.undecodable:
             return UNDECODABLE
         return self.checker.verdict(self.ended and not connection_closed_early)
+
+    def transport_rejection(self, connection_closed_early: bool) -> str | None:
+        """Why the chunks are not the whole answer as sent, whatever its format says: too
+        large, a content coding that does not decode, or not ended properly. For an
+        answer recorded although its format calls it a failure (cache_record_errors)."""
+        if self.overflow:
+            return TOO_LARGE
+        if self.undecodable:
+            return UNDECODABLE
+        return None if self.ended and not connection_closed_early else CUT_SHORT
 
     def complete(self, connection_closed_early: bool) -> bool:
         return self.rejection(connection_closed_early) is None

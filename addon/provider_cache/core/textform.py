@@ -57,6 +57,8 @@ def entry_to_json(entry: Entry) -> dict:
     }
     if resp.chunks is not None:
         response["chunks"] = [_body(c) for c in resp.chunks]
+        if resp.offsets is not None:  # when each chunk came: paced replay (SPEC §4)
+            response["offsets"] = resp.offsets
     else:
         response["body"] = _body(resp.body)
     return {
@@ -92,6 +94,7 @@ def entry_from_json(data: dict) -> Entry:
             headers=_unheaders(resp["headers"]),
             body=b"" if chunks is not None else _unbody(resp["body"]),
             chunks=chunks,
+            offsets=[float(o) for o in resp["offsets"]] if "offsets" in resp else None,
         ),
         meta=dict(data.get("meta") or {}),
     )

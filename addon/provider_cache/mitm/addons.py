@@ -5,6 +5,7 @@ from __future__ import annotations
 from provider_cache.mitm.console import ConsoleGuard
 from provider_cache.mitm.endpoint import Endpoint
 from provider_cache.mitm.hooks import ProviderCache
+from provider_cache.mitm.testchannel import TestChannel
 from provider_cache.mitm.tunnels import Tunnels
 from provider_cache.mitm.webui import CacheCommands, FlowMarkers
 
@@ -14,12 +15,14 @@ def make_addons() -> list[object]:
 
     The cache comes first, so that a hit has its answer before the endpoint looks at the
     flow (ProviderCache does not count the endpoint's requests). The mitmweb markers come
-    last: they read the metadata the cache puts on each flow. The console guard hooks no flow:
+    last: they read the metadata the cache puts on each flow. The test runner's channel answers
+    before the endpoint (it serves GET only). The console guard hooks no flow:
     it puts mitmdump's flow printer, redacted, at the end of mitmproxy's own chain.
     """
     cache = ProviderCache()
     return [
         cache,
+        TestChannel(cache),
         Endpoint(cache.snapshot),
         FlowMarkers(cache),
         CacheCommands(cache),

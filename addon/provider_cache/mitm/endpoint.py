@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from provider_cache.core.names import ENDPOINT_HOST as HOST
+from provider_cache.core.rejections import REASONS
 from provider_cache.core.stats import HOST_TOTALS, REMOTE_TOTALS, TOTALS
 
 _HOST_BYTES = HOST.encode()
@@ -51,8 +52,24 @@ class StatsCollector:
             for host, counts in stats["by_host"].items():
                 family.add_metric([host], counts[name])
             yield family
+        yield _rejected(stats)
         if "remote" in stats:
             yield from _remote_metrics(stats)
+
+
+def _rejected(stats: dict) -> Metric:
+    """Answers not stored (SPEC §4), by host and reason: every reason of every host, so a
+    counter exists (at 0) before its first increment and rate() sees that one."""
+    family = CounterMetricFamily(
+        "provider_cache_rejected",
+        "Answers to cached requests not stored, by host and reason",
+        labels=["host", "reason"],
+    )
+    for host, counts in stats["by_host"].items():
+        rejected = counts.get("rejected", {})
+        for reason in REASONS:
+            family.add_metric([host, reason], rejected.get(reason, 0))
+    return family
 
 
 _REMOTE_HELP = {

@@ -84,21 +84,25 @@ def stored_response(
     chunks: list[bytes] | None,
     rules: KeyRules,
     limit: int = DECODE_LIMIT,
+    offsets: list[float] | None = None,
 ) -> StoredResponse | None:
     """The response decoded from its content-encoding; None if it cannot be decoded.
 
-    Raises TooLarge if it decodes to more than `limit` bytes (a compression bomb stops there).
+    `offsets`: each chunk's arrival (core/streaming.py). Raises TooLarge if it decodes to
+    more than `limit` bytes (a compression bomb stops there).
     """
     encoding = response.headers.get("content-encoding", "")
     raw = b"".join(chunks) if chunks is not None else (response.raw_content or b"")
     body = decode_content(raw, encoding, limit)
     if body is None:
         return None
-    if chunks is not None and encoding.strip().lower() not in ("", "identity"):
-        chunks = [body]  # boundaries of compressed chunks mean nothing once decoded
     scrubbed = redact.scrub(body, secrets)
-    if chunks is not None and scrubbed != body:
+    encoded = encoding.strip().lower() not in ("", "identity")
+    if chunks is not None and (encoded or scrubbed != body):
+        # Boundaries of compressed chunks mean nothing once decoded, nor do those of a body
+        # a secret was scrubbed from: one chunk, due when the whole answer had arrived.
         chunks = [scrubbed]
+        offsets = (offsets[-1:] or [0.0]) if offsets is not None else None
     return StoredResponse(
         status=response.status_code,
         reason=response.data.reason.decode("latin-1"),
@@ -108,6 +112,7 @@ def stored_response(
         ),
         body=b"" if chunks is not None else scrubbed,
         chunks=chunks,
+        offsets=offsets if chunks is not None else None,
     )
 
 
@@ -117,13 +122,14 @@ def make_entry(
     rules: KeyRules,
     chunks: list[bytes] | None,
     limit: int = DECODE_LIMIT,
+    offsets: list[float] | None = None,
 ) -> Entry | None:
     assert flow.response
     request = flow.request
     headers = list(request.headers.fields)
     fields = redact.json_secret_fields(request.raw_content or b"", headers, rules)
     secrets = redact.secret_values(headers, query_of(request), rules, fields)
-    response = stored_response(flow.response, secrets, chunks, rules, limit)
+    response = stored_response(flow.response, secrets, chunks, rules, limit, offsets)
     if response is None:
         return None
     return Entry(

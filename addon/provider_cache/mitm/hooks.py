@@ -4,8 +4,10 @@
     responseheaders  a forwarded answer: tee its stream while the client reads it
     response, error  forwarded → record, if the answer is complete and a success
 
-With a remote tier (mitm/remote.py), a local miss asks the remote before the mode's miss,
-and what is recorded is uploaded; a local hit never reaches the remote's code.
+The recording path (the last two rows) is mitm/recording.py; a hit replayed with its
+recorded pacing (cache_replay_timing) goes through mitm/pacedreplay.py. With a remote
+tier (mitm/remote.py), a local miss asks the remote before the mode's miss, and what is
+recorded is uploaded; a local hit never reaches the remote's code.
 
 Each hook opens with guard clauses and hands the work to the pure modules (keys,
 records, stats), the store, and the background machinery (mitm/background.py).
@@ -21,23 +23,21 @@ import logging
 import sys
 import time
 from collections.abc import Awaitable
-from dataclasses import dataclass
 from typing import Protocol
 
 from mitmproxy import ctx, exceptions, http
 from mitmproxy.addonmanager import Loader
 
 from provider_cache.core import records
-from provider_cache.core.bodies import TooLarge
 from provider_cache.core.keys import KeyRules
-from provider_cache.core.names import CACHE_HEADER, FLOW_METADATA_KEY
+from provider_cache.core.names import FLOW_METADATA_KEY
 from provider_cache.core.recent import RecentEntries
-from provider_cache.core.rejections import EXPLAINED
-from provider_cache.core.stats import DEFAULT_WINDOW, Stats, parse_retry_after
-from provider_cache.core.streaming import StreamRecorder, recorder_for
+from provider_cache.core.stats import DEFAULT_WINDOW, Stats
 from provider_cache.mitm import endpoint, flows, options, remote
 from provider_cache.mitm.background import Diagnoser, StatsFlusher, Writer
 from provider_cache.mitm.keying import Keyer
+from provider_cache.mitm.pacedreplay import PacedReplay
+from provider_cache.mitm.recording import Pending, Recording
 from provider_cache.storage.cachefiles import CacheFiles
 from provider_cache.storage.store import Store, StoreError
 
@@ -45,16 +45,8 @@ logger = logging.getLogger(__name__)
 
 #: Request bodies larger than this are keyed on a thread, off the event loop.
 KEY_OFF_LOOP_BYTES = 1 << 20
-
-
-@dataclass
-class Pending:
-    """A forwarded provider request whose answer may be recorded."""
-
-    key: str
-    host: str
-    storable: bool
-    recorder: StreamRecorder | None = None
+#: Keys of unused entries the final stats file lists (their number is always there).
+UNUSED_LISTED = 1000
 
 
 class Watcher(Protocol):
@@ -86,8 +78,12 @@ class ProviderCache:
         self.flusher = StatsFlusher(lambda: self.files, lambda: self.stats)
         self.remote: remote.RemoteTier | None = None
         self._remote_started: asyncio.Future | None = None
+        self.recording = Recording(self)
+        self.paced = PacedReplay()
         #: Configured before mitmproxy serves (not a script reload): a start-up stop is right.
         self.at_startup = False
+        #: The running test is live (SPEC §12, mitm/testchannel.py): its requests pass by.
+        self.live_test = False
 
     @property
     def store(self) -> Store | None:
@@ -183,16 +179,23 @@ class ProviderCache:
 
     def done(self) -> None:
         self.flusher.stop()
+        self.paced.close()
         if self.files is None:
             return
         self.files.closing = True
         self.diagnoser.shutdown()
         self.writer.shutdown()
+        self.recording.settle()  # writes the loop will not get back to: counted, uploaded
         if self.remote is not None:  # uploads read nothing from the store: its bytes are queued
             self.remote.close(say=lambda line: print(line, file=sys.stderr, flush=True))
             self.remote = None
+        final = self.snapshot()
+        try:  # the end of a clean run: what no request of the run used (SPEC §5)
+            final["unused"] = self.files.unused(UNUSED_LISTED)
+        except StoreError as e:
+            print(f"provider-cache: unused entries not counted: {e}", file=sys.stderr)
         try:
-            self.files.write_stats(self.snapshot())
+            self.files.write_stats(final)
         except OSError as e:  # logging is already shut down here
             self.flusher.warn(self.files, e, say=lambda line: print(line, file=sys.stderr))
         self.files.close(lookups=self.stats.hits + self.stats.misses)  # a clean end of its run
@@ -205,7 +208,7 @@ class ProviderCache:
         if flow.response or flow.error or not flow.live or cfg is None or files is None:
             return None
         host = flow.request.host
-        if not cfg.is_provider(host):
+        if not cfg.is_provider(host) or self.live_test:
             return self._not_provider(flow)
         size = len(flow.request.raw_content or b"")
         storable = size <= cfg.max_body_size
@@ -249,15 +252,16 @@ class ProviderCache:
         the miss (replay) or forward it (to be recorded)."""
         lookup = storable and cfg.mode != "refresh" and key not in self.rerecord_keys
         replay = self._lookup(files, key, host) if lookup else None
+        paced = None
         if replay is not None and self._servable(cfg, replay.entry):
-            self._serve(flow, files, replay, host)
+            paced = self._serve(flow, cfg, files, replay, host)
         elif replay is None and lookup and self.remote is not None:
             return self._read_through(self.remote, flow, cfg, files, host, key, normalized)
         else:
             self._miss(flow, cfg, host, storable, key, normalized)
         for watcher in self.watchers:
             watcher.decided(flow)
-        return None
+        return paced
 
     def _miss(
         self,
@@ -294,13 +298,16 @@ class ProviderCache:
             found = await tier.fetch(key)
             if found is not None and self._servable(cfg, found.entry):
                 await self._keep_locally(files, key, found.packed, host)
-                self._serve(flow, files, flows.Replay.of(found.entry), host)
+                paced = self._serve(flow, cfg, files, flows.Replay.of(found.entry), host)
                 flow.metadata[FLOW_METADATA_KEY]["tier"] = "remote"
                 self.stats.from_remote()
             else:
+                paced = None
                 self._miss(flow, cfg, host, True, key, normalized)
             for watcher in self.watchers:
                 watcher.decided(flow)
+            if paced is not None:
+                await paced
         except BaseException:
             self._fail_closed(flow, cfg, host)
             raise
@@ -322,20 +329,17 @@ class ProviderCache:
             flow.response = flows.failure_response(flow.request.http_version)
             self.stats.failed_lookup(host)
 
+    # -- hooks: the recording path (mitm/recording.py) -------------------------------
+
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         pending = self.pending.get(flow.id)
-        if pending is None or flow.response is None or flow.is_replay == "response":
+        if pending is None:
+            if self.paced.flows:  # a paced hit's answer, from mitm/pacedreplay.py
+                self.paced.headers(flow)
             return
-        flow.response.headers[CACHE_HEADER] = "miss"
-        headers = flow.response.headers
-        pending.recorder = recorder_for(
-            headers.get("content-type", ""),
-            headers.get("content-encoding", ""),
-            flow.request.path,
-            self._settings().max_body_size,
-        )
-        if pending.recorder is not None:  # a stream of any format: teed, checked as it passes
-            flow.response.stream = pending.recorder
+        if flow.response is None or flow.is_replay == "response":
+            return
+        self.recording.tee(flow, pending)
 
     # `response` and `error` are plain functions, as a hit needs nothing from them (a
     # coroutine function would cost every flow a coroutine). For an answer worth recording
@@ -346,22 +350,17 @@ class ProviderCache:
         pending = self.pending.pop(flow.id, None)
         if pending is None or flow.response is None or self.files is None:  # None: shut down
             return None
-        if flow.response.status_code in (429, 503):
-            value = flow.response.headers.get("retry-after", "")
-            self.stats.rate_limit(parse_retry_after(value, time.time()) if value else None)
-        return self._finish(flow, pending, self._recordable(flow, pending, False))
+        return self.recording.answered(flow, pending)
 
     def error(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         pending = self.pending.pop(flow.id, None)
-        if pending is None or self.files is None:  # files None: the proxy is shutting down
+        if pending is None:
+            if self.paced.flows and self.paced.forget(flow):  # the loopback server failed it
+                self.stats.error(flow.request.host)
             return None
-        # A broken exchange counts as an error, unless a stream's answer was already complete.
-        entry = None
-        if pending.recorder is not None:
-            entry = self._recordable(flow, pending, connection_closed_early=True)
-        if entry is None:
-            self.stats.error(pending.host)
-        return self._finish(flow, pending, entry)
+        if self.files is None:  # the proxy is shutting down
+            return None
+        return self.recording.broke(flow, pending)
 
     # -- look up → serve -------------------------------------------------------
 
@@ -407,18 +406,30 @@ class ProviderCache:
         return cfg.mode != "read-old-write-new" or entry.recorded_at < self.started_at
 
     def _serve(
-        self, flow: http.HTTPFlow, files: CacheFiles, replay: flows.Replay, host: str
-    ) -> None:
+        self,
+        flow: http.HTTPFlow,
+        cfg: options.Settings,
+        files: CacheFiles,
+        replay: flows.Replay,
+        host: str,
+    ) -> Awaitable[None] | None:
+        """Answer from the entry; a stream with offsets, under cache_replay_timing, paced
+        (an awaitable for mitmproxy when the pacing server must start first)."""
         entry = replay.entry
-        flow.response = flows.replay_response(replay, flow.request.http_version)
+        paced = None
+        if cfg.replay_timing is not None and entry.response.offsets is not None:
+            paced = self.paced.forward(flow, replay, cfg.replay_timing)
+        else:
+            flow.response = flows.replay_response(replay, flow.request.http_version)
         flow.is_replay = "response"
-        flow.metadata[FLOW_METADATA_KEY] = {
-            "result": "hit",
-            "key": entry.key,
-            "recorded_at": entry.recorded_at,
-        }
+        metadata = {"result": "hit", "key": entry.key, "recorded_at": entry.recorded_at}
+        error = entry.meta.get("error")
+        if error:  # recorded on purpose (cache_record_errors): mitmweb marks it
+            metadata["error"] = error
+        flow.metadata[FLOW_METADATA_KEY] = metadata
         files.note_hit(entry.key, flow.request.timestamp_start)
-        self.stats.hit(host)
+        self.stats.hit(host, entry.recorded_at, entry.key)
+        return paced
 
     # -- miss → answer it, or forward → record ---------------------------------
 
@@ -446,74 +457,6 @@ class ProviderCache:
         """Count it; a newly listed miss gets its closest recording found in the background."""
         if self.stats.miss(host, flow.request.method, url, key, normalized):
             self.diagnoser.later(key, normalized, self._files(), self.stats, self._settings().rules)
-
-    def _recordable(
-        self, flow: http.HTTPFlow, pending: Pending, connection_closed_early: bool
-    ) -> records.Entry | None:
-        """The entry to store if the answer is complete, 2xx and within limits."""
-        response = flow.response
-        if response is None or not pending.storable or not 200 <= response.status_code < 300:
-            return None
-        recorder = pending.recorder
-        rejected = recorder.rejection(connection_closed_early) if recorder is not None else None
-        if rejected is not None:
-            logger.warning(
-                "%s stream for key %s not recorded (%s: %s)",
-                pending.host,
-                pending.key,
-                rejected,
-                EXPLAINED[rejected],
-            )
-            return None
-        max_size = self._settings().max_body_size
-        if recorder is None and len(response.raw_content or b"") > max_size:
-            logger.warning("%s response over cache_max_body_size: not recorded", pending.host)
-            return None
-        chunks = recorder.chunks if recorder is not None else None
-        try:
-            entry = flows.make_entry(flow, pending.key, self._settings().rules, chunks, max_size)
-        except TooLarge:
-            logger.warning(
-                "%s response decodes past cache_max_body_size: not recorded", pending.host
-            )
-            return None
-        if entry is None:
-            logger.warning("response for key %s has an undecodable body: not recorded", pending.key)
-            self.stats.error(pending.host)
-            return None
-        entry.meta["recorded_run"] = self._files().run
-        return entry
-
-    def _finish(
-        self, flow: http.HTTPFlow, pending: Pending, entry: records.Entry | None
-    ) -> Awaitable[None] | None:
-        """The write of a recordable answer, for mitmproxy to await; else the flow is over."""
-        if entry is not None:
-            return self._record(flow, pending, entry)
-        self._settled(flow)
-        return None
-
-    async def _record(self, flow: http.HTTPFlow, pending: Pending, entry: records.Entry) -> None:
-        """Store the entry on the writer thread; count it once it is durable."""
-        files = self._files()
-        packed = records.pack(entry)
-        try:
-            await self.writer.put(files, pending.key, packed)
-        except StoreError as e:
-            logger.error("could not record key %s: %s", pending.key, e)
-            self.stats.error(pending.host)
-        else:
-            files.note_hit(pending.key, entry.recorded_at)  # used by this run: not "unused"
-            flow.metadata[FLOW_METADATA_KEY]["recorded_at"] = entry.recorded_at  # for mitmweb
-            self.stats.record(pending.host)
-            self.rerecord_keys.discard(pending.key)
-            if self.remote is not None:
-                self.remote.upload(pending.key, packed)
-        self._settled(flow)
-
-    def _settled(self, flow: http.HTTPFlow) -> None:
-        for watcher in self.watchers:
-            watcher.settled(flow)
 
 
 def _proxy_running() -> bool:

@@ -17,10 +17,12 @@ from typing import TYPE_CHECKING, NamedTuple, NoReturn
 from mitmproxy import exceptions
 from mitmproxy.utils import human
 
-from provider_cache.core import hosts
+from provider_cache.core import hosts, userrules
+from provider_cache.core.admission import NO_ERRORS, RecordErrors, parse_record_errors
 from provider_cache.core.hosts import HostMatcher
 from provider_cache.core.keys import KeyRules
 from provider_cache.core.names import DEFAULT_MODE, MODES
+from provider_cache.core.pacing import parse_timing
 from provider_cache.core.remoteobject import URL_FORM, RemoteLocation, parse_location
 from provider_cache.core.stats import DEFAULT_WINDOW
 from provider_cache.storage.cachedir import DEFAULT_CACHE_DIR, STATS_FILE
@@ -82,6 +84,20 @@ OPTIONS: tuple[Option, ...] = (
         "and in the key; by default they are redacted and count by presence only.",
     ),
     Option(
+        "cache_ignore_json",
+        Sequence[str],
+        [],
+        "JSON body fields left out of the key: $.metadata.run_id, $.messages[*].id, "
+        "$..tool_call_id (any depth); several per value separated by commas or new lines.",
+    ),
+    Option(
+        "cache_normalize",
+        Sequence[str],
+        [],
+        "Regular expressions, or uuid, iso-timestamp, hex-id, replaced by a placeholder in "
+        "JSON string values, text bodies and query values before keying; one per line.",
+    ),
+    Option(
         "cache_max_body_size",
         str,
         DEFAULT_MAX_BODY,
@@ -110,6 +126,21 @@ OPTIONS: tuple[Option, ...] = (
         "auto (upload what is recorded when the credentials allow it) | false (read only) | "
         "true (stop at start-up if writes are refused).",
         REMOTE_WRITE_MODES,
+    ),
+    Option(
+        "cache_record_errors",
+        str,
+        "",
+        "Error answers recorded too, so error-path tests replay offline: statuses (429, 503), "
+        "4xx, 5xx, and stream_error (a 2xx stream that reported a failure), comma-separated; "
+        "empty: none. Cut, undecodable or too large answers are never recorded.",
+    ),
+    Option(
+        "cache_replay_timing",
+        str,
+        "none",
+        "Pace of replayed streams: none (as fast as possible) | recorded (as the chunks "
+        "arrived) | a factor of the recorded pace (0.5: twice as fast).",
     ),
 )
 NAMES = tuple(option.name for option in OPTIONS)
@@ -209,6 +240,9 @@ class Settings:
     keep_account_headers: bool = False
     remote: RemoteLocation | None = None
     remote_write: str = "auto"
+    record_errors: RecordErrors = NO_ERRORS
+    #: The factor of the recorded pace replayed streams follow; None: as fast as possible.
+    replay_timing: float | None = None
 
 
 def parse(options: Options) -> Settings:
@@ -252,6 +286,7 @@ def parse(options: Options) -> Settings:
             ignored=_names(options.cache_ignore_headers, "cache_ignore_headers"),
             secret=_names(options.cache_redact_headers, "cache_redact_headers"),
             keep_account=options.cache_keep_account_headers,
+            user=userrules.parse(options.cache_ignore_json, options.cache_normalize),
         ),
         max_body_size=max_body,
         window_size=options.cache_window_size,
@@ -259,6 +294,8 @@ def parse(options: Options) -> Settings:
         keep_account_headers=options.cache_keep_account_headers,
         remote=remote,
         remote_write=options.cache_remote_write,
+        record_errors=parse_record_errors(options.cache_record_errors),
+        replay_timing=parse_timing(options.cache_replay_timing),
     )
 
 

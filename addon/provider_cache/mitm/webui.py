@@ -4,7 +4,10 @@ Two small addons:
 
 * FlowMarkers marks provider flows ✅ hit / ❌ miss and comments them with when the
   entry was recorded and its key; the endpoint's own flows get 📊; passthrough
-  flows are left alone. ProviderCache calls it with each flow it has decided on
+  flows are left alone. An answer that is an error on purpose (SPEC §4: recorded
+  under cache_record_errors, or an error status imported) gets ⚠ instead, and its
+  comment says `error: REASON` (hits, recordings and the entries `cache.load` shows).
+  ProviderCache calls it with each flow it has decided on
   (`flow.metadata["provider_cache"]` is then set).
 * CacheCommands adds `cache.forget`, `cache.rerecord`, `cache.stats` and
   `cache.load` to mitmproxy's command bar.
@@ -24,7 +27,7 @@ from mitmproxy import command, ctx, exceptions, hooks, http
 from mitmproxy.flow import Flow
 from mitmproxy.log import ALERT
 
-from provider_cache.core import records, report
+from provider_cache.core import errormark, records, report
 from provider_cache.core.names import FLOW_METADATA_KEY
 from provider_cache.mitm.flowfile import MARKERS, comment, entry_to_flow, when
 from provider_cache.mitm.hooks import ProviderCache
@@ -34,6 +37,8 @@ logger = logging.getLogger(__name__)
 
 #: mitmweb's flow list shows this column only when asked; the comment carries the key.
 COMMENT_COLUMN = "comment"
+#: An answer that is an error on purpose (not in mitmweb's own "Mark" menu either).
+ERROR_MARKER = ":warning:"
 
 
 def cache_meta(flow: Flow) -> dict | None:
@@ -77,7 +82,8 @@ class FlowMarkers:
             return
         key = meta["key"]
         if meta.get("result") == "hit":
-            self._mark(flow, "hit", f"recorded {when(meta['recorded_at'])}", key)
+            error = _error(flow, meta)
+            self._mark(flow, "hit", f"recorded {when(meta['recorded_at'])}", key, error)
         elif flow.response is not None:
             self._mark(flow, "miss", "no recording (replay mode)", key)
         else:
@@ -89,13 +95,28 @@ class FlowMarkers:
         if meta is None:
             return
         recorded_at = meta.get("recorded_at")  # set by ProviderCache once the answer is stored
-        outcome = "not recorded" if recorded_at is None else f"recorded {when(recorded_at)}"
-        self._mark(flow, "miss", f"forwarded · {outcome}", meta["key"])
+        if recorded_at is None:
+            self._mark(flow, "miss", "forwarded · not recorded", meta["key"])
+            return
+        detail = f"forwarded · recorded {when(recorded_at)}"
+        self._mark(flow, "miss", detail, meta["key"], _error(flow, meta))
 
     @staticmethod
-    def _mark(flow: http.HTTPFlow, result: str, detail: str, key: str) -> None:
-        flow.marked = MARKERS[result]
-        flow.comment = comment(result, key, detail)
+    def _mark(
+        flow: http.HTTPFlow, result: str, detail: str, key: str, error: str | None = None
+    ) -> None:
+        flow.marked = MARKERS[result] if error is None else ERROR_MARKER
+        flow.comment = comment(
+            result, key, detail if error is None else f"{detail} · error: {error}"
+        )
+
+
+def _error(flow: http.HTTPFlow, meta: dict) -> str | None:
+    """Why the entry behind this flow is an error: the cache's note (`error` in the flow's
+    metadata), or the status of the answer it served or stored (None while a paced hit's
+    answer is still to come)."""
+    status = flow.response.status_code if flow.response is not None else None
+    return errormark.error_of(meta, status)
 
 
 class CacheCommands:
@@ -192,9 +213,17 @@ def load_entries(store: Store) -> tuple[list[http.HTTPFlow], int]:
     flows, unreadable = [], 0
     for key, value in store.items():
         try:
-            flows.append(entry_to_flow(records.unpack(value)))
+            entry = records.unpack(value)
         except records.CorruptEntry as e:
             unreadable += 1
             name = key.decode(errors="replace")
             logger.warning("unreadable cache entry %s (%s): not loaded", name, e)
+            continue
+        flow = entry_to_flow(entry)
+        error = errormark.error_of(entry.meta, entry.response.status)
+        if error is not None:
+            flow.marked = ERROR_MARKER
+            detail = f"recorded {when(entry.recorded_at)} · error: {error}"
+            flow.comment = comment("entry", entry.key, detail)
+        flows.append(flow)
     return flows, unreadable

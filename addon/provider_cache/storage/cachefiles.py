@@ -48,6 +48,8 @@ class CacheFiles:
         #: Membership of the run, held from begin_run to close: overlapping proxies are one.
         self.shared_run: SharedRun | None = None
         self.unwritten_hits: dict[str, float] = {}
+        #: Keys this proxy used in this run, gathered as the hits are flushed (off the hit path).
+        self.used: set[str] = set()
         #: Set when closing, so background readers stop scanning.
         self.closing = False
 
@@ -119,6 +121,7 @@ class CacheFiles:
         if not self.unwritten_hits or not self.run:
             return
         batch, self.unwritten_hits = self.unwritten_hits, {}
+        self.used.update(batch)
         if self.usage is not None:
             try:
                 self.usage.mark_hits(batch, self.run)
@@ -130,6 +133,29 @@ class CacheFiles:
         if self.usage is not None:
             self.usage.close()
             self.usage = None
+
+    def unused(self, limit: int) -> dict:
+        """The entries no request of this run used (SPEC §5): their number and the first
+        `limit` keys. What other proxies of the run used counts as used too (the usage log);
+        an entry that arrived during the run (merge, import) is not counted. Read at the end
+        of a run: it walks the store's keys."""
+        used = self.used | self.unwritten_hits.keys()
+        late: set[str] = set()
+        if self.usage is not None and self.run:
+            for key, usage in self.usage.all_keys().items():
+                if usage.hit is not None and usage.hit.run == self.run:
+                    used.add(key)
+                if usage.arrived_after is not None and usage.arrived_after >= self.run:
+                    late.add(key)
+        count, keys = 0, list[str]()
+        for raw in self.store.each_key():
+            key = raw.decode("utf-8", "surrogateescape")
+            if key in used or key in late:
+                continue
+            count += 1
+            if len(keys) < limit:
+                keys.append(key)
+        return {"count": count, "keys": keys}
 
     def write_stats(self, snapshot: dict) -> None:
         """This proxy's counters, and the stats file as the sum of every proxy of the run."""

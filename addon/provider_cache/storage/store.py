@@ -199,6 +199,14 @@ class Store:
         except lmdb.Error as e:
             raise StoreError(f"cannot read cache store {self.path}: {_reason(e)}") from None
 
+    def each_key(self) -> Iterator[bytes]:
+        """Every key, in key order, from one snapshot, without reading the values."""
+        try:
+            with self.resize_lock, self.env.begin(buffers=False) as txn:
+                yield from txn.cursor().iternext(keys=True, values=False)
+        except lmdb.Error as e:
+            raise StoreError(f"cannot read cache store {self.path}: {_reason(e)}") from None
+
     def scan(self, stop: Callable[[], bool], batch: int = 256) -> Iterator[tuple[bytes, bytes]]:
         """Every (key, value) for a background thread: short transactions, abandoned on `stop()`.
 
