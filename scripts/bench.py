@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Benchmark provider-cache against mitmproxy's ceiling and its server replay (issue 6).
 
-    ./dev run python scripts/bench.py            # full run, ~10 minutes on 2 cores
+    ./dev run python scripts/bench.py            # full run, ~16 minutes on 2 cores
     ./dev run python scripts/bench.py --smoke    # seconds: every section once, tiny
+    ./dev run python scripts/bench.py --sections pull --pull-entries 10000
 
 Everything runs on 127.0.0.1 in a temporary directory: a fake HTTPS provider
 (scripts/benchmark/net.py), real mitmdump processes (scripts/benchmark/proxy.py) and an asyncio
@@ -11,11 +12,16 @@ measured in turn, in an order rotated every repetition; each result is a ratio b
 two variants of the same repetition, and the report gives the median of those ratios
 with their range. Proxy CPU comes from /proc/<pid>/stat (utime + stime), which a busy
 shared machine disturbs far less than wall-clock throughput.
+
+Sections: hit, record, startup (issue 6); remote-hit, remote-read, pull (the remote tier,
+scripts/benchmark/remote.py, against moto's S3 server); stream-ttfb, stream-checks (every
+streamed format, scripts/benchmark/streams.py, against the test suite's fake provider).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import shutil
@@ -32,7 +38,11 @@ from benchmark import data as bench_data
 from benchmark import load as bench_load
 from benchmark import net as bench_net
 from benchmark import proxy as bench_proxy
+from benchmark import remote as bench_remote
 from benchmark import report as bench_report
+from benchmark import s3 as bench_s3
+from benchmark import streams as bench_streams
+from benchmark.answers import assert_ok, const
 from benchmark.net import Target, Window
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,12 +57,48 @@ class Config:
     concurrency: tuple[int, ...] = (1, 16)
     sse_delay: float = 0.002
     every_setting: bool = True  # the smoke run keeps only the combined CI settings and HTTP/2
+    #: remote-read: requests per window (each a new one), and the concurrencies.
+    remote_requests: int = 100
+    remote_concurrency: tuple[int, ...] = (1, 4)
+    #: pull: entries pushed, pulled and replayed; connections of the replay runs.
+    pull_entries: int = 2000
+    replay_concurrency: int = 1
+    #: stream-ttfb: seconds between the events of a stream; streams per connection a window;
+    #: the concurrencies (beyond a few, streams that start together queue for the first byte).
+    chunk_delay: float = 0.01
+    ttfb_streams: int = 10
+    ttfb_concurrency: tuple[int, ...] = (1, 4)
+    #: stream-checks: passes over the recorded streams per in-process timing.
+    check_passes: int = 20
 
 
 FULL = Config(reps=5, duration=1.5, startup_reps=2, sizes=(0, 10_000, 100_000))
 SMOKE = Config(
-    reps=1, duration=0.25, startup_reps=1, sizes=(0, 200), concurrency=(1, 4), every_setting=False
+    reps=1,
+    duration=0.25,
+    startup_reps=1,
+    sizes=(0, 200),
+    concurrency=(1, 4),
+    every_setting=False,
+    remote_requests=8,
+    remote_concurrency=(1,),
+    pull_entries=30,
+    chunk_delay=0.002,
+    ttfb_streams=2,
+    check_passes=1,
 )
+SECTIONS = (
+    "hit",
+    "record",
+    "startup",
+    "remote-hit",
+    "remote-read",
+    "pull",
+    "stream-ttfb",
+    "stream-checks",
+)
+#: The sections that need boto3 and moto's server (the test extra).
+REMOTE_SECTIONS = ("remote-hit", "remote-read", "pull")
 PAYLOADS = ("json", "sse")
 SMOKE_SETTINGS = ("cache, CI settings", "cache, HTTP/2 client")
 
@@ -67,7 +113,12 @@ class Bench:
         self.samples: list[dict] = []
         self.running: list[bench_proxy.Proxy] = []
         self.upstream: subprocess.Popen[str] | None = None
+        self.upstream_at = 0
+        #: The fake provider by its delay between events (streams.py), with its port.
+        self.fakes: dict[float, tuple[subprocess.Popen[str], int]] = {}
+        self.s3_server: bench_s3.S3 | None = None
         self.counter = itertools.count(1)
+        self.sse_size = SSE_SIZE
 
     @property
     def ca(self) -> Path:
@@ -95,7 +146,7 @@ class Bench:
         deadline = time.monotonic() + 60
         while not self.ca.exists() and time.monotonic() < deadline and proxy.alive():
             time.sleep(0.02)
-        target = Target(proxy.port, probe.host, probe.port, self.ca)
+        target = dataclasses.replace(probe, proxy_port=proxy.port, ca=self.ca)
         try:
             result = bench_net.run(bench_net.first_answer(target, body, 120, proxy.alive))
         except TimeoutError:
@@ -109,29 +160,59 @@ class Bench:
             proxy.stop()
         self.running = []
 
-    def start_upstream(self) -> int:
-        script = ROOT / "scripts" / "benchmark" / "upstream.py"
-        args = [sys.executable, str(script), str(self.work), str(self.config.sse_delay)]
-        upstream = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
-        self.upstream = upstream
-        assert upstream.stdout is not None  # stdout=PIPE
-        return int(upstream.stdout.readline())
+    def upstream_port(self) -> int:
+        """The bench's fake HTTPS provider (upstream.py), started on first use."""
+        if self.upstream is None:
+            script = ROOT / "scripts" / "benchmark" / "upstream.py"
+            args = [sys.executable, str(script), str(self.work), str(self.config.sse_delay)]
+            self.upstream, self.upstream_at = _serving(args)
+        return self.upstream_at
+
+    def fake_upstream(self, delay: float) -> int:
+        """The test suite's fake provider pacing its streams by `delay` (fake_upstream.py)."""
+        if delay not in self.fakes:
+            directory = self.work / f"fake-{len(self.fakes)}"
+            directory.mkdir()
+            script = ROOT / "scripts" / "benchmark" / "fake_upstream.py"
+            self.fakes[delay] = _serving([sys.executable, str(script), str(directory), str(delay)])
+        return self.fakes[delay][1]
+
+    def s3(self) -> bench_s3.S3:
+        """moto's S3 server (s3.py), started on first use."""
+        if self.s3_server is None:
+            self.say("starting the S3 server (moto)")
+            self.s3_server = bench_s3.S3(self.work).start()
+        return self.s3_server
 
     def close(self) -> None:
         self.stop_all()
-        if self.upstream is not None:
-            self.upstream.terminate()
-            self.upstream.wait(10)
+        for proc in [self.upstream, *(p for p, _ in self.fakes.values())]:
+            if proc is not None:
+                proc.terminate()
+                proc.wait(10)
+        if self.s3_server is not None:
+            self.s3_server.stop()
 
     # -- measuring ------------------------------------------------------------------------------
 
     def window(
-        self, proxy: bench_proxy.Proxy, probe: Target, body: Callable[[], bytes], conc: int
+        self,
+        proxy: bench_proxy.Proxy,
+        probe: Target,
+        body: Callable[[], bytes],
+        conc: int,
+        *,
+        total: int | None = None,
+        warmup: int = 3,
+        cap: float | None = None,
     ) -> Window:
-        target = Target(proxy.port, probe.host, probe.port, self.ca)
+        """One window through `proxy`: config.duration seconds, or `total` requests (the
+        window then ends at `cap` seconds at the latest)."""
+        target = dataclasses.replace(probe, proxy_port=proxy.port, ca=self.ca)
         http2 = proxy.extra.get("http2", False)
+        duration = cap if total is not None and cap is not None else self.config.duration
         run = bench_load.run_window(
-            target, body, conc, self.config.duration, proxy.cpu, http2=http2
+            target, body, conc, duration, proxy.cpu, warmup=warmup, http2=http2, total=total
         )
         return bench_net.run(run)
 
@@ -222,7 +303,7 @@ class Bench:
 
     def record_path(self) -> None:
         """Misses recorded against plain passthrough, streaming and stock (which buffers SSE)."""
-        port = self.start_upstream()
+        port = self.upstream_port()
         kw = self.proxy_kw()
         hosts = "cache_hosts=127.0.0.1"
         proxies = [
@@ -280,8 +361,16 @@ class Bench:
 SSE_SIZE = len(b"".join(bench_net.sse_chunks()))
 
 
-def const(body: bytes) -> Callable[[], bytes]:
-    return lambda: body
+def _serving(args: list[str]) -> tuple[subprocess.Popen[str], int]:
+    """A fake provider process and the port it prints once it listens."""
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None  # stdout=PIPE
+    line = proc.stdout.readline()
+    if not line.strip().isdigit():
+        proc.kill()
+        proc.wait(10)
+        raise SystemExit(f"bench: {Path(args[1]).name} did not start")
+    return proc, int(line)
 
 
 def distinct_bodies():
@@ -291,21 +380,6 @@ def distinct_bodies():
     return lambda: bodies[next(counter) % len(bodies)]
 
 
-def assert_ok(proxy: bench_proxy.Proxy, w: Window, size: int, cache: str) -> None:
-    """A window counts only if every answer was the expected one (and a hit where one is due)."""
-    problems = []
-    if set(w.statuses) != {200}:
-        problems.append(f"statuses {dict(w.statuses)}")
-    if set(w.sizes) != {size}:
-        problems.append(f"body sizes {dict(w.sizes)}, expected {size}")
-    if set(w.cache) != {cache}:
-        problems.append(f"x-provider-cache {dict(w.cache)}, expected {cache!r}")
-    if not w.requests:
-        problems.append("no request completed")
-    if problems:
-        raise SystemExit(f"bench: {proxy.name}: {'; '.join(problems)}\n{proxy.log_tail()}")
-
-
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="a few seconds: is it still working?")
@@ -313,7 +387,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, help="seconds per measurement window")
     parser.add_argument("--sizes", help="entries for the start-up runs, e.g. 0,10000,100000")
     parser.add_argument(
-        "--sections", default="hit,record,startup", help="comma-separated: hit,record,startup"
+        "--sections", default=",".join(SECTIONS), help=f"comma-separated: {','.join(SECTIONS)}"
+    )
+    parser.add_argument(
+        "--pull-entries",
+        type=int,
+        help=f"entries of the pull section (default {FULL.pull_entries})",
+    )
+    parser.add_argument(
+        "--remote-requests", type=int, help="requests per remote-read window (each a new one)"
     )
     parser.add_argument("--json", type=Path, help="write the raw samples and summary here")
     parser.add_argument("--plot", type=Path, help="write the plot here (needs the bench extra)")
@@ -326,15 +408,27 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def config_of(args: argparse.Namespace) -> Config:
     base = SMOKE if args.smoke else FULL
-    return Config(
+    config = dataclasses.replace(
+        base,
         reps=args.reps or base.reps,
         duration=args.duration or base.duration,
-        startup_reps=base.startup_reps,
         sizes=tuple(int(s) for s in args.sizes.split(",")) if args.sizes else base.sizes,
-        concurrency=base.concurrency,
-        sse_delay=base.sse_delay,
-        every_setting=base.every_setting,
+        pull_entries=args.pull_entries or base.pull_entries,
+        remote_requests=args.remote_requests or base.remote_requests,
     )
+    if config.pull_entries < 2:
+        raise SystemExit("bench: --pull-entries must be at least 2")
+    return config
+
+
+def sections_of(args: argparse.Namespace) -> list[str]:
+    chosen = [s for s in args.sections.split(",") if s]
+    unknown = sorted(set(chosen) - set(SECTIONS))
+    if unknown:
+        raise SystemExit(
+            f"bench: unknown sections {', '.join(unknown)}; known: {', '.join(SECTIONS)}"
+        )
+    return [s for s in SECTIONS if s in chosen]
 
 
 def main(argv: list[str]) -> int:
@@ -348,17 +442,28 @@ def main(argv: list[str]) -> int:
         report = bench_report.Report(saved["samples"], config, saved["argv"], saved["seconds"])
         return output(report, args)
     config = config_of(args)
-    sections = set(args.sections.split(","))
+    sections = sections_of(args)
     work = Path(tempfile.mkdtemp(prefix="provider-cache-bench-"))
     bench = Bench(config, work)
     started = time.perf_counter()
+    run: dict[str, Callable[[], None]] = {
+        "hit": bench.hit_path,
+        "record": bench.record_path,
+        "startup": bench.startup,
+        "remote-hit": lambda: bench_remote.local_hit(bench),
+        "remote-read": lambda: bench_remote.tiers(bench),
+        "pull": lambda: bench_remote.pull(bench),
+        "stream-ttfb": lambda: bench_streams.first_byte(bench),
+        "stream-checks": lambda: bench_streams.checks(bench),
+    }
+    missing = bench_s3.missing()
     try:
-        if "hit" in sections:
-            bench.hit_path()
-        if "record" in sections:
-            bench.record_path()
-        if "startup" in sections:
-            bench.startup()
+        for section in sections:
+            if section in REMOTE_SECTIONS and missing:
+                bench.say(f"skipping {section}: {missing}")
+                bench.samples.append({"section": "skipped", "name": section, "reason": missing})
+                continue
+            run[section]()
     finally:
         bench.close()
         if not args.keep:

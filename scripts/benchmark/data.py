@@ -157,13 +157,24 @@ def hit_cost(directory: Path, repeat: int = 7, number: int = 2000) -> dict[str, 
         }
 
 
+def bulk_body(n: int) -> bytes:
+    """The request of filler entry `n`."""
+    return request_body(False, n + 1, BULK_REQUEST)
+
+
+def bulk_entry(n: int) -> records.Entry:
+    """Filler entry `n`: a short chat exchange, for the start-up runs and the remote's pull."""
+    return entry(bulk_body(n), False, "api.openai.com", 443, BULK_RESPONSE)
+
+
+#: The body size of a filler entry's answer (json_response pads to about BULK_RESPONSE).
+BULK_RESPONSE_SIZE = len(json_response(BULK_RESPONSE))
+
+
 def _part(task: tuple[int, int, Path]) -> list[tuple[bytes, bytes]]:
     """Filler entries start..stop-1: written as a flow file part, returned packed."""
     start, stop, flows = task
-    entries = []
-    for n in range(start, stop):
-        body = request_body(False, n + 1, BULK_REQUEST)
-        entries.append(entry(body, False, "api.openai.com", 443, BULK_RESPONSE))
+    entries = [bulk_entry(n) for n in range(start, stop)]
     flowfile.write_flows(entries, flows)
     return [(e.key.encode(), records.pack(e)) for e in entries]
 

@@ -15,7 +15,7 @@ import h2.config
 import h2.connection
 import h2.events
 
-from benchmark.net import CLIENT_HEADERS, PATH, Result, Target, open_tunnel
+from benchmark.net import Result, Target, open_tunnel
 
 #: Connection-specific headers are not allowed in HTTP/2 (RFC 9113 §8.2.2).
 _H1_ONLY = {"connection", "keep-alive", "transfer-encoding", "upgrade", "proxy-connection"}
@@ -29,7 +29,8 @@ class H2Connection:
         self.pending: dict[int, tuple[asyncio.Future, dict]] = {}
         self.window_opened = asyncio.Event()
         headers = [(":method", "POST"), (":authority", target.host), (":scheme", "https")]
-        headers += [(":path", PATH)] + [(k, v) for k, v in CLIENT_HEADERS if k not in _H1_ONLY]
+        headers += [(":path", target.path)]
+        headers += [(k, v) for k, v in target.headers if k not in _H1_ONLY]
         self.headers = headers
 
     async def open(self) -> H2Connection:

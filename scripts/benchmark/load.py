@@ -19,9 +19,12 @@ async def run_window(
     proxy_cpu: Callable[[], float],
     warmup: int = 3,
     http2: bool = False,
+    total: int | None = None,
 ) -> Window:
     """Open `concurrency` connections (or one HTTP/2 connection with as many streams at a
-    time), warm them up, then send requests for `duration` s.
+    time), warm them up, then send requests for `duration` s, or `total` requests (then
+    `duration` only bounds the window: requests that are each answered once, such as a
+    remote hit, are counted out, not timed out).
 
     The proxy's CPU time is read after the warm-up (TLS handshakes, certificate
     generation) and after the last request of the window, so it covers the requests only.
@@ -39,7 +42,8 @@ async def run_window(
         await asyncio.gather(*(_repeat(c, body, warmup, None, Window()) for c in conns))
         cpu0, own0, t0 = proxy_cpu(), time.process_time(), time.perf_counter()
         deadline = t0 + duration
-        await asyncio.gather(*(_repeat(c, body, None, deadline, window) for c in conns))
+        budget = None if total is None else [total]
+        await asyncio.gather(*(_repeat(c, body, None, deadline, window, budget) for c in conns))
         window.elapsed = time.perf_counter() - t0
         window.proxy_cpu = proxy_cpu() - cpu0
         window.client_cpu = time.process_time() - own0
@@ -55,9 +59,16 @@ async def _repeat(
     count: int | None,
     deadline: float | None,
     window: Window,
+    budget: list[int] | None = None,
 ) -> None:
+    """Requests on one connection until `count` are done, the deadline passes or the
+    shared `budget` (requests left for all connections) is spent."""
     done = 0
     while (count is None or done < count) and (deadline is None or time.perf_counter() < deadline):
+        if budget is not None:
+            if budget[0] <= 0:
+                return
+            budget[0] -= 1
         result = await conn.request(body())
         done += 1
         window.requests += 1

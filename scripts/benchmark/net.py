@@ -127,6 +127,9 @@ class Target:
     host: str
     port: int
     ca: Path
+    #: The request line's path and the headers sent (another provider's API, section streams).
+    path: str = PATH
+    headers: tuple[tuple[str, str], ...] = CLIENT_HEADERS
 
 
 @dataclass
@@ -180,9 +183,8 @@ class Connection:
         self.target = target
         self.context = context
         authority = f"{target.host}:{target.port}" if target.port != 443 else target.host
-        self.prefix = f"POST {PATH} HTTP/1.1\r\nhost: {authority}\r\n".encode() + b"".join(
-            f"{k}: {v}\r\n".encode() for k, v in CLIENT_HEADERS
-        )
+        self.prefix = f"POST {target.path} HTTP/1.1\r\nhost: {authority}\r\n".encode()
+        self.prefix += b"".join(f"{k}: {v}\r\n".encode() for k, v in target.headers)
 
     async def open(self) -> Connection:
         self.reader, self.writer = await open_tunnel(self.target, self.context)

@@ -64,7 +64,7 @@ class Proxy:
     def launch(self) -> Proxy:
         self.port = free_port()
         log = self.log_path.open("ab")
-        env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+        env = inherited_environment()
         env |= self.env
         with log:
             self.launched_at = time.perf_counter()
@@ -103,6 +103,16 @@ class Proxy:
     def log_tail(self) -> str:
         path = self.log_path
         return path.read_text(errors="replace")[-2000:] if path.exists() else ""
+
+
+def inherited_environment() -> dict[str, str]:
+    """This process's environment without proxy settings, and without any AWS_* variable:
+    a bench process reaches only the S3 server the bench started (its `env` says where)."""
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not k.lower().endswith("_proxy") and not k.upper().startswith("AWS_")
+    }
 
 
 BARE_CACHE = ROOT / "scripts" / "benchmark" / "bare_cache.py"

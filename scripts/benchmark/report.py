@@ -67,7 +67,8 @@ class Report:
         ]
 
     def cells(self, section: str) -> list[tuple[str, int]]:
-        return sorted({(s["payload"], s["concurrency"]) for s in self.rows(section)})
+        rows = self.rows(section)
+        return sorted({(s["payload"], s["concurrency"]) for s in rows if "concurrency" in s})
 
     def values(
         self, section: str, variant: str, metric: str, payload: str, conc: int
@@ -108,6 +109,9 @@ class Report:
     # -- text ------------------------------------------------------------------------------------
 
     def markdown(self) -> str:
+        # Imported here: they import this module's helpers (and the sections' names).
+        from benchmark import report_remote, report_streams
+
         out = [self.header()]
         for part in (
             self.hit_table,
@@ -115,6 +119,12 @@ class Report:
             self.record_table,
             self.startup_table,
             self.inproc_table,
+            lambda: report_remote.local_hit_table(self),
+            lambda: report_remote.tiers_table(self),
+            lambda: report_remote.pull_table(self),
+            lambda: report_streams.first_byte_table(self),
+            lambda: report_streams.checks_table(self),
+            lambda: report_remote.skipped(self),
             self.targets,
         ):
             text = part()
@@ -271,6 +281,9 @@ class Report:
         if self.rows("inproc"):
             share = self.rows("inproc")[-1]["hit_us"] / (1000 * self.ceiling_cpu_ms())
             checks.append(("in-process hit <= 5% of ceiling CPU/req", share, share <= 0.05))
+        from benchmark import report_remote, report_streams
+
+        checks += report_remote.targets(self) + report_streams.targets(self)
         if not checks:
             return ""
         lines = ["| target | measured (median) | met |", "|---|---|---|"]

@@ -16,6 +16,30 @@ from pathlib import Path
 from tests.support.proxy import ROOT_DIR
 
 BENCH = ROOT_DIR / "scripts" / "bench.py"
+#: Section names in the samples (scripts/benchmark/remote.py and streams.py name the new ones).
+SECTIONS = {
+    "hit path",
+    "record path",
+    "startup",
+    "inproc",
+    "remote: local hit",
+    "remote: tiers",
+    "remote: pull",
+    "stream: first byte",
+    "stream: record CPU",
+    "stream: checks",
+}
+#: The stream formats measured (scripts/benchmark/formats.py).
+FORMATS = {
+    "OpenAI chat (SSE)",
+    "OpenAI Responses (SSE)",
+    "Anthropic (SSE)",
+    "Gemini (SSE)",
+    "Gemini (JSON array)",
+    "Bedrock ConverseStream",
+    "Bedrock InvokeModelWithResponseStream",
+    "Ollama (NDJSON)",
+}
 
 
 def test_smoke_run_measures_every_section(tmp_path: Path) -> None:
@@ -24,12 +48,13 @@ def test_smoke_run_measures_every_section(tmp_path: Path) -> None:
         [sys.executable, str(BENCH), "--smoke", "--json", str(out)],
         capture_output=True,
         text=True,
-        timeout=170,
+        timeout=400,
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-4000:]
     samples = json.loads(out.read_text())["samples"]
-    assert {s["section"] for s in samples} == {"hit path", "record path", "startup", "inproc"}
+    # The suite's environment has boto3 and moto: no remote section may be skipped.
+    assert {s["section"] for s in samples} == SECTIONS
     variants = {s["variant"] for s in samples if s["section"] == "hit path"}
     assert {"cache", "ceiling", "server-replay", "server-replay-refresh"} <= variants
     assert all(s["requests"] > 0 for s in samples if "requests" in s)
@@ -37,6 +62,62 @@ def test_smoke_run_measures_every_section(tmp_path: Path) -> None:
     assert {("cache", 0), ("server-replay", 0)} <= startup
     for heading in ("Hit path", "Record path", "Start-up", "In-process", "Targets"):
         assert heading in result.stdout
+    assert_remote_and_stream_sections(samples, result.stdout)
     # A smoke run's NO targets are noise; the report says so where they are shown.
     targets = result.stdout.split("\nTargets\n", 1)[1]
     assert "Smoke run: too short for the targets to mean anything" in targets.splitlines()[1]
+
+
+#: The commit whose SSE tee the bench compares with (scripts/benchmark/tee.py).
+PREVIOUS = "060e9e7"
+
+
+def has_commit(commit: str) -> bool:
+    """Whether this checkout holds `commit` (a shallow clone may not)."""
+    found = subprocess.run(
+        ["git", "cat-file", "-e", f"{commit}^{{commit}}"], cwd=ROOT_DIR, capture_output=True
+    )
+    return found.returncode == 0
+
+
+def variants(samples: list[dict], section: str) -> set[str]:
+    return {s["variant"] for s in samples if s["section"] == section and "variant" in s}
+
+
+def assert_remote_and_stream_sections(samples: list[dict], stdout: str) -> None:
+    """Issue 14's and 15's sections each measured every variant once, and reported it."""
+    assert variants(samples, "remote: local hit") == {
+        "cache",
+        "cache, remote configured",
+        "cache, again",
+    }
+    assert variants(samples, "remote: tiers") == {
+        "push",
+        "local hit",
+        "remote hit",
+        "miss, remote configured",
+        "miss, no remote",
+    }
+    pull = {s["variant"]: s for s in samples if s["section"] == "remote: pull"}
+    assert set(pull) == {"push", "pull", "replay after pull", "lazy replay"}
+    assert all(s["entries"] == pull["push"]["entries"] > 0 for s in pull.values())
+    assert variants(samples, "stream: first byte") == {
+        "record",
+        "passthrough, streaming",
+        "passthrough, stock",
+    }
+    recorded = {s["payload"] for s in samples if s["section"] == "stream: record CPU"}
+    assert recorded == FORMATS
+    checks = {s["payload"]: s for s in samples if s["section"] == "stream: checks"}
+    assert set(checks) == FORMATS
+    assert all(s["checked_us"] > 0 and s["unchecked_us"] > 0 for s in checks.values())
+    # The tee before the checks is read from git: measured wherever its commit is at hand.
+    assert ("previous_us" in checks["OpenAI chat (SSE)"]) == has_commit(PREVIOUS)
+    for heading in (
+        "Remote tier: a local hit",
+        "Remote tier: a remote hit next to a local hit and a forwarded miss",
+        "Remote tier: pull of",
+        "Stream formats: record-mode first byte of a Bedrock event stream",
+        "Stream formats: the completeness checks' CPU per recorded stream",
+    ):
+        assert heading in stdout
