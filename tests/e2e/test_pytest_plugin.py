@@ -130,9 +130,10 @@ def test_a_changed_prompt_fails_the_session_naming_its_test(
     # The recording of the old prompt is the one entry no request of the run used.
     assert counted["unused"]["count"] == 1, counted["unused"]
     (unused,) = counted["unused"]["keys"]
+    stats_file = str(recorded / "rec" / "stats.json")
+    flags = ["--fail-unused", "--max-age", "1d"]
     gate = subprocess.run(
-        [sys.executable, "-m", "provider_cache", "stats", str(recorded / "rec" / "stats.json")]
-        + ["--fail-unused", "--max-age", "1d"],
+        [sys.executable, "-m", "provider_cache", "stats", stats_file, *flags],
         capture_output=True,
         text=True,
         timeout=60,
