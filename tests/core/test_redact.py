@@ -468,3 +468,11 @@ def test_account_headers_are_redacted_and_scrubbed_unless_kept() -> None:
         (b"x-ratelimit-remaining-tokens", b"99"),
     ]
     assert redact_account_headers(response, keep) == response
+
+
+def test_a_key_sent_as_a_websocket_subprotocol_is_a_secret() -> None:
+    """Browsers cannot set headers: OpenAI Realtime takes the key as a subprotocol (SPEC §13)."""
+    header = (b"Sec-WebSocket-Protocol", b"realtime, openai-insecure-api-key.sk-proj-sub12345")
+    assert_secrets(secret_values([header], "", RULES), b"sk-proj-sub12345")
+    plain = (b"sec-websocket-protocol", b"realtime, chat.v2-longer-name")
+    assert secret_values([plain], "", RULES) == []

@@ -164,11 +164,17 @@ def secret_values(
     json_secret_fields), in the forms it might be echoed in, longest first."""
     found: set[bytes] = set()
     for name, value in headers:
-        if rules.is_secret(name.decode("latin-1").lower()):
+        lower = name.decode("latin-1").lower()
+        if rules.is_secret(lower):
             found.add(value.strip())
             _scheme, _, token = value.strip().partition(b" ")
             if token:
                 found.add(token.strip())
+        elif lower == "sec-websocket-protocol":  # `openai-insecure-api-key.sk-…` (SPEC §13)
+            for protocol in value.split(b","):
+                kind, dot, secret = protocol.strip().partition(b".")
+                if dot and secret and rules.is_secret(kind.decode("latin-1").lower()):
+                    found.add(secret)
     for param, param_value in _query_pairs(query):
         if rules.is_secret_param(param):
             found.add(param_value.encode("utf-8", "surrogateescape"))  # the bytes that were sent

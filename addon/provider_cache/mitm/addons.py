@@ -7,6 +7,7 @@ from provider_cache.mitm.endpoint import Endpoint
 from provider_cache.mitm.hooks import ProviderCache
 from provider_cache.mitm.testchannel import TestChannel
 from provider_cache.mitm.tunnels import Tunnels
+from provider_cache.mitm.websockets import WebSocketCache
 from provider_cache.mitm.webui import CacheCommands, FlowMarkers
 
 
@@ -21,6 +22,7 @@ def make_addons() -> list[object]:
     """
     cache = ProviderCache()
     return [
+        WebSocketCache(cache),  # before the cache: a provider's handshake is its to decide
         cache,
         TestChannel(cache),
         Endpoint(cache.snapshot),

@@ -84,6 +84,8 @@ class ProviderCache:
         self.at_startup = False
         #: The running test is live (SPEC §12, mitm/testchannel.py): its requests pass by.
         self.live_test = False
+        #: Flows of WebSocket handshakes, which mitm/websockets.py decides (SPEC §13).
+        self.claimed: set[str] = set()
 
     @property
     def store(self) -> Store | None:
@@ -206,6 +208,8 @@ class ProviderCache:
     def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         cfg, files = self.settings, self.files
         if flow.response or flow.error or not flow.live or cfg is None or files is None:
+            return None
+        if flow.id in self.claimed:  # a WebSocket handshake: mitm/websockets.py's
             return None
         host = flow.request.host
         if not cfg.is_provider(host) or self.live_test:

@@ -205,6 +205,13 @@ class Recording:
         self._settled(flow)
         return None
 
+    def record_entry(
+        self, flow: http.HTTPFlow, pending: Pending, entry: records.Entry
+    ) -> Awaitable[None]:
+        """Another recorder's entry (a WebSocket session, mitm/websockets.py): stored,
+        counted and uploaded as an answer is, also when the proxy stops meanwhile."""
+        return self._record(flow, pending, entry)
+
     async def _record(self, flow: http.HTTPFlow, pending: Pending, entry: records.Entry) -> None:
         """Store the entry on the writer thread; count it once it is durable."""
         cache = self.cache
