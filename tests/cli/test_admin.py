@@ -162,3 +162,73 @@ def test_show_of_a_success_has_no_error_line(store, capsys):
     lines = shown(capsys, store, OK_ENTRY)
     assert not any(line.startswith("error") for line in lines)
     assert lines[2] == ""  # the blank line before the request, as before
+
+
+# --- sequence slots (cache_sequence) ----------------------------------------------------------
+
+
+def sequence_of(n: int, answers: int) -> list[records.Entry]:
+    """Entry n and its slots 2..answers, each with its own answer."""
+    from provider_cache.core import slots
+
+    first = entry(n)
+    later = [
+        slots.as_slot(
+            records.Entry(**{**vars(entry(100 * n + i)), "request": first.request}), first.key, i
+        )
+        for i in range(2, answers + 1)
+    ]
+    return [first, *later]
+
+
+def test_ls_shows_each_slot_after_its_first(tmp_path, capsys):
+    seq = sequence_of(7, 3)
+    plant(tmp_path / "c", OK_ENTRY, *seq)
+    _, out, _ = recordings(capsys, tmp_path / "c", "ls")
+    lines = out.splitlines()
+    mine = [line for line in lines if " slot:" in line]
+    assert [line[:12] for line in mine] == [e.key[:12] for e in seq]  # in slot order
+    assert [line.split()[3] for line in mine] == ["slot:1/3", "slot:2/3", "slot:3/3"]
+    assert "slot:" not in line_of(out, OK_ENTRY)
+    assert lines[-1] == "4 entries"
+    _, out, _ = recordings(capsys, tmp_path / "c", "ls", "--json")
+    rows = {row["key"]: row for row in map(json.loads, out.splitlines())}
+    assert [(rows[e.key]["slot"], rows[e.key]["slots"]) for e in seq] == [(1, 3), (2, 3), (3, 3)]
+    assert {rows[e.key]["slot_of"] for e in seq} == {seq[0].key}
+    assert (rows[OK_ENTRY.key]["slot"], rows[OK_ENTRY.key]["slots"]) == (1, 1)
+
+
+def test_show_of_the_first_slot_shows_every_slot(tmp_path, capsys):
+    seq = sequence_of(7, 3)
+    plant(tmp_path / "c", *seq)
+    lines = shown(capsys, tmp_path / "c", seq[0])
+    assert lines[1] == f"slot      1 of 3 of key {seq[0].key} (cache_sequence)"
+    text = "\n".join(lines)
+    assert f"=== slot 2 of 3: key {seq[1].key}" in text
+    assert f"=== slot 3 of 3: key {seq[2].key}" in text
+    assert '"answer": 7' in text and '"answer": 702' in text and '"answer": 703' in text
+
+
+def test_show_of_a_later_slot_shows_it_alone(tmp_path, capsys):
+    seq = sequence_of(7, 3)
+    plant(tmp_path / "c", *seq)
+    lines = shown(capsys, tmp_path / "c", seq[1])
+    assert lines[1] == f"slot      2 of 3 of key {seq[0].key} (cache_sequence)"
+    assert "=== slot" not in "\n".join(lines) and '"answer": 702' in "\n".join(lines)
+
+
+def test_rm_of_the_first_slot_takes_the_sequence_with_it(tmp_path, capsys):
+    seq = sequence_of(7, 3)
+    plant(tmp_path / "c", OK_ENTRY, *seq)
+    code, out, _ = recordings(capsys, tmp_path / "c", "rm", seq[0].key[:12])
+    assert code == 0 and len(out.splitlines()) == 3
+    with Store(tmp_path / "c", readonly=True) as store:
+        assert [k for k, _ in store.items()] == [OK_ENTRY.key.encode()]
+
+
+def test_rm_of_a_later_slot_removes_only_it(tmp_path, capsys):
+    seq = sequence_of(7, 3)
+    plant(tmp_path / "c", *seq)
+    recordings(capsys, tmp_path / "c", "rm", seq[2].key[:12])
+    with Store(tmp_path / "c", readonly=True) as store:
+        assert sorted(k for k, _ in store.items()) == sorted(e.key.encode() for e in seq[:2])

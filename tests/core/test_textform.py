@@ -222,3 +222,24 @@ def test_malformed_export_is_bad_export_on_one_line(text: str) -> None:
 
 def test_bad_export_is_a_value_error() -> None:
     assert issubclass(BadExport, ValueError)
+
+
+def test_slots_round_trip_and_follow_their_first_in_order() -> None:
+    from provider_cache.core import slots
+
+    first = entry(key="f" * 64, body=b"answer 1\n")
+    later = [
+        slots.as_slot(entry(key="x", body=f"answer {n}\n".encode()), first.key, n)
+        for n in (3, 2, 10)
+    ]
+    other = entry(key="0" * 64)
+    back = loads(dumps([*later, other, first]))
+    assert back == sorted([first, other, *later], key=lambda e: slots.position(e))
+    assert [slots.position(e) for e in back] == [
+        ("0" * 64, 1),
+        (first.key, 1),
+        (first.key, 2),
+        (first.key, 3),
+        (first.key, 10),
+    ]
+    assert back[3].key == slots.slot_key(first.key, 3) and back[3].meta["slot"] == 3

@@ -12,7 +12,7 @@ import pytest
 from mitmproxy import exceptions, http
 from mitmproxy.test import taddons, tflow
 
-from provider_cache.core import records
+from provider_cache.core import records, slots
 from provider_cache.core.streaming import StreamRecorder
 from provider_cache.mitm.hooks import KEY_OFF_LOOP_BYTES, ProviderCache
 
@@ -378,3 +378,106 @@ def test_a_paced_flow_that_breaks_before_its_headers_is_an_error(cache, tctx):
 
     flow = asyncio.run(scenario())
     assert flow.request.host == "api.openai.com" and cache.stats.errors == 1
+
+
+# -- sequence slots (cache_sequence, SPEC §3) ------------------------------------------------
+
+
+def answer_n(cache: ProviderCache, n: int) -> http.HTTPFlow:
+    """One request; forwarded, it is answered `{"n": n}` and recorded."""
+    flow = provider_flow()
+    cache.request(flow)
+    if flow.response is None:
+        upstream_answer(flow, json.dumps({"n": n}).encode())
+        cache.responseheaders(flow)
+        finish(cache.response(flow))
+    return flow
+
+
+def served(flow: http.HTTPFlow) -> tuple[str, int]:
+    return flow.response.headers["x-provider-cache"], json.loads(flow.response.content)["n"]
+
+
+def test_sequence_records_each_answer_and_replays_them_in_order(cache, tctx):
+    tctx.configure(cache, cache_sequence=True)
+    recorded = [answer_n(cache, n) for n in (1, 2, 3)]
+    assert [served(f) for f in recorded] == [("miss", 1), ("miss", 2), ("miss", 3)]
+    assert (cache.stats.recorded, len(cache.store)) == (3, 3)
+    key = recorded[0].metadata["provider_cache"]["key"]
+    third = records.unpack(cache.store.get(slots.slot_key(key, 3).encode()))
+    assert third.meta["slot"] == 3 and third.meta["slot_of"] == key
+    assert "slot" not in records.unpack(cache.store.get(key.encode())).meta  # slot 1: as ever
+
+    tctx.configure(cache, cache_mode="replay")
+    replayed = [answer_n(cache, 0) for _ in range(4)]
+    assert [served(f) for f in replayed] == [("hit", 1), ("hit", 2), ("hit", 3), ("hit", 3)]
+    marks = [f.metadata["provider_cache"] for f in replayed]
+    assert [(m["slot"], m.get("again")) for m in marks] == [(1, None), (2, None), (3, None), (3, 4)]
+    assert all(m["slot_of"] == key for m in marks)
+
+
+def test_past_the_end_is_a_miss_when_the_option_says_so(cache, tctx):
+    tctx.configure(cache, cache_sequence=True, cache_sequence_past_end="miss")
+    answer_n(cache, 1)
+    answer_n(cache, 2)
+    tctx.configure(cache, cache_mode="replay")
+    assert [served(answer_n(cache, 0)) for _ in range(2)] == [("hit", 1), ("hit", 2)]
+    past = answer_n(cache, 0)
+    assert past.response.status_code == 404
+    assert "answer 3 of key" in json.loads(past.response.content)["error"]["message"]
+
+
+def test_record_mode_past_the_end_records_the_next_answer_under_miss(cache, tctx):
+    tctx.configure(cache, cache_sequence=True, cache_sequence_past_end="miss")
+    answer_n(cache, 1)
+    tctx.configure(cache, cache_mode="replay")
+    tctx.configure(cache, cache_mode="record")  # a new run, in record mode
+    flows_ = [answer_n(cache, n) for n in (0, 2)]
+    assert [served(f) for f in flows_] == [("hit", 1), ("miss", 2)]
+    assert len(cache.store) == 2
+
+
+def test_record_mode_past_the_end_serves_the_last_by_default(cache, tctx):
+    tctx.configure(cache, cache_sequence=True)
+    answer_n(cache, 1)
+    tctx.configure(cache, cache_mode="replay")
+    tctx.configure(cache, cache_mode="record")  # a new run, in record mode
+    assert [served(answer_n(cache, 9)) for _ in range(2)] == [("hit", 1), ("hit", 1)]
+    assert cache.pending == {} and len(cache.store) == 1
+
+
+def test_sequences_count_per_test_when_tests_are_known(cache, tctx):
+    tctx.configure(cache, cache_sequence=True)
+    cache.stats.run_test("tests/test_a.py::test_one")
+    assert [served(answer_n(cache, n)) for n in (1, 2)] == [("miss", 1), ("miss", 2)]
+    cache.stats.run_test("tests/test_a.py::test_two")
+    assert served(answer_n(cache, 3)) == ("hit", 1)  # its own first request: slot 1
+    cache.stats.run_test("tests/test_a.py::test_one")
+    assert served(answer_n(cache, 3)) == ("miss", 3)  # test_one's third request
+
+
+def test_without_sequence_identical_requests_share_one_answer(cache, tctx):
+    flows_ = [answer_n(cache, n) for n in (1, 2, 3)]
+    assert [served(f) for f in flows_] == [("miss", 1), ("hit", 1), ("hit", 1)]
+    assert len(cache.store) == 1 and "slot" not in flows_[1].metadata["provider_cache"]
+
+
+def test_a_store_recorded_without_sequence_replays_with_it(cache, tctx):
+    answer_n(cache, 1)
+    tctx.configure(cache, cache_sequence=True, cache_mode="replay")
+    assert [served(answer_n(cache, 0)) for _ in range(3)] == [("hit", 1)] * 3
+
+
+def test_refresh_with_sequence_overwrites_each_slot(cache, tctx):
+    tctx.configure(cache, cache_sequence=True)
+    answer_n(cache, 1)
+    answer_n(cache, 2)
+    tctx.configure(cache, cache_mode="refresh")
+    assert [served(answer_n(cache, n)) for n in (11, 12)] == [("miss", 11), ("miss", 12)]
+    tctx.configure(cache, cache_mode="replay")
+    assert [served(answer_n(cache, 0)) for _ in range(2)] == [("hit", 11), ("hit", 12)]
+
+
+def test_bad_past_end_value_names_the_valid_ones(cache, tctx):
+    with pytest.raises(exceptions.OptionsError, match="last, miss"):
+        tctx.configure(cache, cache_sequence_past_end="again")

@@ -84,6 +84,8 @@ BAD_VALUES: list[tuple[str, object, str]] = [
     ("cache_record_errors", "teapot", "cache_record_errors takes error statuses"),
     ("cache_replay_timing", "fast", "cache_replay_timing takes none, recorded or a positive"),
     ("cache_replay_timing", "0", "cache_replay_timing takes none, recorded or a positive"),
+    ("cache_sequence_past_end", "again", "cache_sequence_past_end must be one of last, miss"),
+    ("cache_sequence_past_end", "Last", "cache_sequence_past_end must be one of last, miss"),
 ]
 
 
@@ -144,6 +146,13 @@ def test_record_errors_and_replay_timing_are_parsed(opts: Options) -> None:
 
 
 # --- the stats file --------------------------------------------------------------------------
+
+
+def test_sequence_slots_are_off_by_default_and_parsed(opts: Options) -> None:
+    settings = parse(opts)
+    assert (settings.sequence, settings.sequence_past_end) == (False, "last")
+    settings = parse(opts, cache_sequence=True, cache_sequence_past_end="miss")
+    assert (settings.sequence, settings.sequence_past_end) == (True, "miss")
 
 
 def test_stats_file_defaults_to_the_cache_dirs(opts: Options, tmp_path: Path) -> None:

@@ -401,3 +401,34 @@ def test_load_marks_stored_errors_and_leaves_the_others(tctx, cache):
     assert "error: error_status" in by_key["e" * 64].comment
     [ok] = [f for key, f in by_key.items() if key not in ("d" * 64, "e" * 64)]
     assert ok.marked == ":floppy_disk:" and "error" not in ok.comment
+
+
+# -- sequence slots (cache_sequence) --------------------------------------------------------
+
+
+def test_slots_are_named_in_the_comments_and_a_sequence_is_filterable(tctx, cache):
+    tctx.configure(cache, cache_sequence=True)
+    recorded = [send(tctx, provider_flow()) for _ in range(2)]
+    key = key_of(recorded[0])
+    assert recorded[0].comment.startswith("cache miss · forwarded · recorded ")
+    assert f"· slot 1 of {key[:12]} · key {key}" in recorded[0].comment
+    assert f"· slot 2 of {key[:12]} · key {key_of(recorded[1])}" in recorded[1].comment
+
+    tctx.configure(cache, cache_mode="replay")
+    hits = [send(tctx, provider_flow()) for _ in range(3)]
+    assert [h.marked for h in hits] == [":white_check_mark:"] * 3
+    assert f"· slot 2 of {key[:12]} ·" in hits[1].comment
+    assert f"· slot 2 again (request 3) of {key[:12]} ·" in hits[2].comment
+    sequence = flowfilter.parse(f"~comment {key[:12]}")
+    assert all(sequence(f) for f in recorded + hits)
+
+
+def test_load_names_the_slot_of_a_slot_entry(tctx, cache):
+    tctx.configure(cache, cache_sequence=True)
+    first = send(tctx, provider_flow())
+    send(tctx, provider_flow())
+    command(tctx, "cache.load")
+    comments = sorted(f.comment for f in tctx.master.addons.get("view"))
+    key = key_of(first)
+    assert [f"slot 2 of {key[:12]}" in c for c in comments].count(True) == 1
+    assert [c.endswith(f"· key {key}") for c in comments].count(True) == 1

@@ -35,6 +35,7 @@ from typing import Any, Self
 
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.server import Server, ServerConnection, serve
+from websockets.typing import Subprotocol
 
 from tests.support.certs import TestPKI, make_test_ca
 
@@ -240,9 +241,11 @@ class _Echo(_Dialect):
             self.ws.send(message)
 
 
-def _realtime_if_offered(ws: ServerConnection, offered: Sequence[str]) -> str | None:
+def _realtime_if_offered(
+    ws: ServerConnection, offered: Sequence[Subprotocol]
+) -> Subprotocol | None:
     """OpenAI's browser clients offer `realtime` and their key as subprotocols."""
-    return "realtime" if "realtime" in offered else None
+    return Subprotocol("realtime") if "realtime" in offered else None
 
 
 def _digest(data: bytes) -> str:

@@ -26,15 +26,17 @@ from provider_cache.cli.storeview import (
     entries,
     find_key,
     forget_usage,
+    in_sequence_order,
     open_store,
     scan,
     shown_key,
     size,
     skipped_corrupt,
+    slot_counts,
     when,
     writing,
 )
-from provider_cache.core import errormark, records, report, textform
+from provider_cache.core import errormark, records, report, slots, textform
 from provider_cache.core.records import Entry
 from provider_cache.storage import cachedir
 from provider_cache.storage.atomic import write_atomically_bytes
@@ -50,8 +52,8 @@ def do_ls(args: argparse.Namespace, cache_dir: Path) -> int:
     with open_store(cache_dir, readonly=True) as store:
         # A filter cannot rule a corrupt entry out (nothing of it is known): always listed.
         rows = [r for r in scan(store) if not r.entry or _matches(r.entry, args.host, args.path)]
-    errors = 0
-    for row in rows:
+    errors, lengths = 0, slot_counts(rows)
+    for row in in_sequence_order(rows):
         if row.entry is None:
             if args.json:
                 print(json.dumps({"key": row.key, "corrupt": row.problem}))
@@ -60,10 +62,13 @@ def do_ls(args: argparse.Namespace, cache_dir: Path) -> int:
             continue
         e = row.entry
         hit = hits.get(e.key)
+        of, n = slots.position(e)
+        length = lengths.get(of, 1)
         if args.json:
-            print(json.dumps(_summary(e, hit)))
+            print(json.dumps(_summary(e, hit) | {"slot_of": of, "slot": n, "slots": length}))
             continue
         streamed = f" sse:{len(e.response.chunks)}" if e.response.chunks is not None else ""
+        streamed += f" slot:{n}/{length}" if length > 1 else ""
         error = errormark.error_of(e.meta, e.response.status)
         errors += error is not None
         marked = f" error:{error}" if error else ""
@@ -112,6 +117,7 @@ def do_show(args: argparse.Namespace, cache_dir: Path) -> int:
         data = store.get(key)
         if data is None:  # removed by another process since find_key saw it
             raise Fail(f"no entry with key {args.key}")
+        rows = scan(store)
     stored = decode(key, data)
     if stored.entry is None:
         raise Fail(
@@ -120,7 +126,11 @@ def do_show(args: argparse.Namespace, cache_dir: Path) -> int:
         )
     entry = stored.entry
     req, resp = entry.request, entry.response
+    of, n = slots.position(entry)
+    sequence = slots.sequences(entries(rows)).get(of, {})
     print(f"key       {entry.key}")
+    if len(sequence) > 1 or n > 1:
+        print(f"slot      {n} of {max(sequence, default=n)} of key {of} (cache_sequence)")
     print(f"recorded  {when(entry.recorded_at)} UTC (run {entry.meta.get('recorded_run', '?')})")
     error = errormark.error_of(entry.meta, resp.status)
     if error is not None:
@@ -132,6 +142,17 @@ def do_show(args: argparse.Namespace, cache_dir: Path) -> int:
         print(f"error     {error}: {why}; replayed as this error")
     print(f"\n{req.method} {req.url}")
     print(_headers(req.headers) + "\n\n" + _body(req.body))
+    _show_response(resp)
+    if n == 1:  # the first slot shows the whole sequence; a later one, itself
+        for later, slot in sorted(sequence.items()):
+            if later > 1:
+                print(f"\n=== slot {later} of {max(sequence)}: key {slot.key}")
+                print(f"recorded  {when(slot.recorded_at)} UTC")
+                _show_response(slot.response)
+    return OK
+
+
+def _show_response(resp: records.StoredResponse) -> None:
     print(f"\n{resp.status} {resp.reason}")
     print(_headers(resp.headers) + "\n")
     if resp.chunks is None:
@@ -140,7 +161,6 @@ def do_show(args: argparse.Namespace, cache_dir: Path) -> int:
         print(f"(streamed: {len(resp.chunks)} chunks, {len(resp.content)} bytes)")
         for i, chunk in enumerate(resp.chunks, 1):
             print(f"--- chunk {i}\n{_body(chunk)}", end="" if chunk.endswith(b"\n") else "\n")
-    return OK
 
 
 def _headers(headers: list[tuple[bytes, bytes]]) -> str:
@@ -223,8 +243,17 @@ def do_misses(args: argparse.Namespace, cache_dir: Path) -> int:
 
 
 def do_rm(args: argparse.Namespace, cache_dir: Path) -> int:
+    """The entries named; the first slot of a sequence takes its later slots with it."""
     with open_store(cache_dir, readonly=False) as store:
         keys = [find_key(store, prefix) for prefix in args.keys]
+        sequences = slots.sequences(entries(scan(store)))
+        later = [
+            slot.key.encode()
+            for key in keys
+            for n, slot in sorted(sequences.get(shown_key(key), {}).items())
+            if n > 1
+        ]
+        keys = list(dict.fromkeys(keys + later))
         for key in keys:
             store.delete(key)
     shown = [shown_key(k) for k in keys]

@@ -274,9 +274,17 @@ def add_recordings_arguments(p: argparse.ArgumentParser) -> None:
     export.add_argument("--format", choices=("text", "mitm"), default="text")
     imp = sub.add_parser("import", help="import a text export or a mitmproxy flow file")
     imp.add_argument("file")
-    merge = sub.add_parser("merge", help="merge another cache directory (newer entry wins)")
+    merge = sub.add_parser(
+        "merge",
+        help="merge another cache directory (newer entry wins; a key with slots: extra slots)",
+    )
     merge.add_argument("other", metavar="OTHER_DIR")
     merge.add_argument("--dry-run", action="store_true")
+    merge.add_argument(
+        "--slots",
+        action="store_true",
+        help="keep divergent answers as slots of their key (cache_sequence), for every key",
+    )
     sub.add_parser("verify", help="check that every entry decodes; exit 1 if one does not")
     misses = sub.add_parser("misses", help="the missed requests of a run, with what differs")
     misses.add_argument("stats_file", nargs="?", help=f"default: <cache-dir>/{STATS_FILE}")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from provider_cache.cli.args import BELOW_THRESHOLD, OK, Fail
-from provider_cache.core import records, timefmt
+from provider_cache.core import records, slots, timefmt
 from provider_cache.core.records import Entry
 from provider_cache.storage import cachedir
 from provider_cache.storage.store import Store, StoreError
@@ -28,8 +28,12 @@ MAX_KEY_BYTES = 511
 PAST = {"import": "imported", "merge": "merged"}
 
 
+def has_store(cache_dir: Path) -> bool:
+    return (cache_dir / cachedir.DATA_FILE).exists()
+
+
 def require_store(cache_dir: Path) -> None:
-    if not (cache_dir / cachedir.DATA_FILE).exists():
+    if not has_store(cache_dir):
         raise Fail(f"no recordings store in {cache_dir}")
 
 
@@ -78,6 +82,21 @@ def scan(store: Store) -> list[Stored]:
 
 def entries(rows: list[Stored]) -> list[Entry]:
     return [row.entry for row in rows if row.entry is not None]
+
+
+def in_sequence_order(rows: list[Stored]) -> list[Stored]:
+    """Key order, but for a sequence's slots (core/slots.py), which follow its first."""
+
+    def place(row: Stored) -> tuple[str, int]:
+        return slots.position(row.entry) if row.entry is not None else (row.key, 0)
+
+    return sorted(rows, key=place)
+
+
+def slot_counts(rows: list[Stored]) -> dict[str, int]:
+    """The highest slot stored of each key that has more than one (its sequence's length)."""
+    found = slots.sequences(entries(rows))
+    return {key: max(group) for key, group in found.items() if max(group) > 1}
 
 
 def skipped_corrupt(action: str, rows: list[Stored], where: Path) -> int:

@@ -8,6 +8,8 @@ Schemas: 1 has no chunk offsets; 2 adds `response.offsets`, each chunk's time in
 from the start of the answer (its headers), for paced replay. An entry is written in the
 oldest schema that holds it (2 only for a stream with offsets), so a proxy of an older
 version sharing the store or the remote tier still reads every other entry.
+Sequence slots (core/slots.py) need no schema of their own: a later slot is an entry of
+either schema whose `meta` holds `slot` and `slot_of`.
 """
 
 from __future__ import annotations

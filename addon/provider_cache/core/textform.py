@@ -1,8 +1,9 @@
 """A deterministic, diffable, lossless text form of entries, for code review and import.
 
-One JSON document: entries sorted by key, fixed field order, text bodies as
-lists of lines (so a changed answer is a changed line in a diff), other bodies
-as base64. Header names and values map bytes to text one to one (latin-1).
+One JSON document: entries sorted by key (the slots of a sequence, core/slots.py, right
+after its first, in order; their `meta` says their place), fixed field order, text bodies
+as lists of lines (so a changed answer is a changed line in a diff), other bodies as
+base64. Header names and values map bytes to text one to one (latin-1).
 Pure: no mitmproxy, no LMDB.
 """
 
@@ -12,7 +13,7 @@ import base64
 import json
 import re
 
-from provider_cache.core import timefmt
+from provider_cache.core import slots, timefmt
 from provider_cache.core.records import Entry, StoredRequest, StoredResponse
 
 FORMAT = "provider-cache-export"
@@ -28,12 +29,16 @@ def dumps(entries: list[Entry]) -> str:
     document = {
         "format": FORMAT,
         "version": VERSION,
-        "entries": [entry_to_json(e) for e in sorted(entries, key=lambda e: e.key)],
+        "entries": [entry_to_json(e) for e in sorted(entries, key=_place)],
     }
     text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
     # Undecodable bytes of a URL or method are stored as lone surrogates (records.py), which
     # no UTF-8 file can hold: written as JSON escapes, they load back as the same string.
     return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def _place(entry: Entry) -> tuple[str, int, str]:
+    return (*slots.position(entry), entry.key)
 
 
 def loads(text: str) -> list[Entry]:

@@ -185,11 +185,14 @@ def failure_response(http_version: str) -> http.Response:
     return response
 
 
-def miss_response(method: str, url: str, key: str, http_version: str) -> http.Response:
-    """The replay-mode answer to a request that was never recorded (SPEC §2)."""
+def miss_response(
+    method: str, url: str, key: str, http_version: str, place: str = ""
+) -> http.Response:
+    """The replay-mode answer to a request that was never recorded (SPEC §2); `place`: which
+    answer of a sequence it was (`, answer 4 of key …`, cache_sequence)."""
     message = (
-        f"provider-cache: no recording for {method} {url} (key {key}) and cache_mode=replay "
-        "forbids contacting the provider; record it with cache_mode=record."
+        f"provider-cache: no recording for {method} {url} (key {key}{place}) and "
+        "cache_mode=replay forbids contacting the provider; record it with cache_mode=record."
     )
     body = json.dumps(
         {"error": {"type": "provider_cache_miss", "message": message, "key": key}}

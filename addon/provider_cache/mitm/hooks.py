@@ -28,7 +28,7 @@ from typing import Protocol
 from mitmproxy import ctx, exceptions, http
 from mitmproxy.addonmanager import Loader
 
-from provider_cache.core import records
+from provider_cache.core import records, slots
 from provider_cache.core.keys import KeyRules
 from provider_cache.core.names import FLOW_METADATA_KEY
 from provider_cache.core.recent import RecentEntries
@@ -86,6 +86,8 @@ class ProviderCache:
         self.live_test = False
         #: Flows of WebSocket handshakes, which mitm/websockets.py decides (SPEC §13).
         self.claimed: set[str] = set()
+        #: Each request's place among identical ones, under cache_sequence (core/slots.py).
+        self.sequences = slots.Sequences()
 
     @property
     def store(self) -> Store | None:
@@ -127,6 +129,12 @@ class ProviderCache:
         self.stats.remote = self.remote.counts if self.remote is not None else None
         if old is None or new.rules != old.rules:
             self.keyer = Keyer(new.rules)  # keys remembered under the old rules are void
+        if old is None or (new.sequence, new.mode, new.rules) != (
+            old.sequence,
+            old.mode,
+            old.rules,
+        ):
+            self.sequences = slots.Sequences()  # a sequence counts from its first request
         self.settings = new
 
     def _open_files(self, new: options.Settings) -> None:
@@ -254,6 +262,8 @@ class ProviderCache:
     ) -> Awaitable[None] | None:
         """Look up → serve; else ask the remote tier (an awaitable for mitmproxy), or answer
         the miss (replay) or forward it (to be recorded)."""
+        if cfg.sequence:  # the one check the default hit path pays for slots
+            return self._decide_slot(flow, cfg, files, host, storable, key, normalized)
         lookup = storable and cfg.mode != "refresh" and key not in self.rerecord_keys
         replay = self._lookup(files, key, host) if lookup else None
         paced = None
@@ -267,6 +277,71 @@ class ProviderCache:
             watcher.decided(flow)
         return paced
 
+    def _decide_slot(
+        self,
+        flow: http.HTTPFlow,
+        cfg: options.Settings,
+        files: CacheFiles,
+        host: str,
+        storable: bool,
+        key: str,
+        normalized: dict | None,
+    ) -> Awaitable[None] | None:
+        """`_decide` under cache_sequence: this request's slot of its key, looked up, else
+        from the remote, else past the end (the last slot again) or the mode's miss."""
+        slot = self.sequences.advance(self.stats.test, key)
+        lookup = storable and cfg.mode != "refresh" and slot.key not in self.rerecord_keys
+        replay = self._lookup(files, slot.key, host) if lookup else None
+        if replay is not None and self._servable(cfg, replay.entry):
+            paced = self._serve_slot(flow, cfg, files, replay, host, slot, slot.n)
+        elif replay is None and lookup and self.remote is not None:
+            return self._read_through(
+                self.remote, flow, cfg, files, host, slot.key, normalized, slot
+            )
+        else:
+            paced = self._past_end_or_miss(
+                flow, cfg, files, host, storable, normalized, slot, lookup
+            )
+        for watcher in self.watchers:
+            watcher.decided(flow)
+        return paced
+
+    def _past_end_or_miss(
+        self,
+        flow: http.HTTPFlow,
+        cfg: options.Settings,
+        files: CacheFiles,
+        host: str,
+        storable: bool,
+        normalized: dict | None,
+        slot: slots.Slot,
+        lookup: bool,
+    ) -> Awaitable[None] | None:
+        """Past the end (the previous request was served, this slot is not stored): the
+        last slot again, if the option says so; else the mode's miss for this slot."""
+        last = slot.previous
+        if last is not None and lookup and cfg.sequence_past_end == slots.PAST_END_LAST:
+            replay = self._lookup(files, slots.slot_key(slot.of, last), host)
+            if replay is not None and self._servable(cfg, replay.entry):
+                return self._serve_slot(flow, cfg, files, replay, host, slot, last)
+        self._miss(flow, cfg, host, storable, slot.key, normalized, slot)
+        return None
+
+    def _serve_slot(
+        self,
+        flow: http.HTTPFlow,
+        cfg: options.Settings,
+        files: CacheFiles,
+        replay: flows.Replay,
+        host: str,
+        slot: slots.Slot,
+        n: int,
+    ) -> Awaitable[None] | None:
+        paced = self._serve(flow, cfg, files, replay, host)
+        slot.served(n)
+        _mark_slot(flow, slot, n)
+        return paced
+
     def _miss(
         self,
         flow: http.HTTPFlow,
@@ -275,14 +350,17 @@ class ProviderCache:
         storable: bool,
         key: str,
         normalized: dict | None,
+        slot: slots.Slot | None = None,
     ) -> None:
-        """The mode's miss: answer it (replay), or forward it to be recorded."""
+        """The mode's miss: answer it (replay), or forward it to be recorded (as its slot)."""
         if normalized is None:  # the key was remembered; a miss shows the normal form
             normalized = self.keyer.normalized(flow.request, storable)
         if cfg.mode == "replay":
-            self._answer_miss(flow, key, host, normalized)
+            self._answer_miss(flow, key, host, normalized, slot)
         else:
-            self._forward(flow, Pending(key, host, storable), normalized)
+            self._forward(flow, Pending(key, host, storable, slot=slot), normalized)
+        if slot is not None:
+            _mark_slot(flow, slot, slot.n)
 
     async def _read_through(
         self,
@@ -293,11 +371,12 @@ class ProviderCache:
         host: str,
         key: str,
         normalized: dict | None,
+        slot: slots.Slot | None = None,
     ) -> None:
         """A local miss asks the remote (bounded); a checked object is stored locally and
         served as a local hit is. Not in refresh mode (it never looks up: it wants the
         provider's answer). In read-old-write-new, what was recorded during this run is not
-        served, from either tier."""
+        served, from either tier. A slot neither has: past the end, or the mode's miss."""
         try:
             found = await tier.fetch(key)
             if found is not None and self._servable(cfg, found.entry):
@@ -305,6 +384,11 @@ class ProviderCache:
                 paced = self._serve(flow, cfg, files, flows.Replay.of(found.entry), host)
                 flow.metadata[FLOW_METADATA_KEY]["tier"] = "remote"
                 self.stats.from_remote()
+                if slot is not None:
+                    slot.served(slot.n)
+                    _mark_slot(flow, slot, slot.n)
+            elif slot is not None:
+                paced = self._past_end_or_miss(flow, cfg, files, host, True, normalized, slot, True)
             else:
                 paced = None
                 self._miss(flow, cfg, host, True, key, normalized)
@@ -437,11 +521,21 @@ class ProviderCache:
 
     # -- miss → answer it, or forward → record ---------------------------------
 
-    def _answer_miss(self, flow: http.HTTPFlow, key: str, host: str, normalized: dict) -> None:
+    def _answer_miss(
+        self,
+        flow: http.HTTPFlow,
+        key: str,
+        host: str,
+        normalized: dict,
+        slot: slots.Slot | None = None,
+    ) -> None:
         url = flows.redacted_url(flow.request, self._settings().rules)
-        logger.warning("cache miss in replay mode: %s %s (key %s)", flow.request.method, url, key)
+        place = f", answer {slot.n} of key {slot.of}" if slot is not None and slot.n > 1 else ""
+        logger.warning(
+            "cache miss in replay mode: %s %s (key %s%s)", flow.request.method, url, key, place
+        )
         flow.response = flows.miss_response(
-            flow.request.method, url, key, flow.request.http_version
+            flow.request.method, url, key, flow.request.http_version, place
         )
         flow.metadata[FLOW_METADATA_KEY] = {"result": "miss", "key": key}
         self._count_miss(flow, key, host, url, normalized)
@@ -466,6 +560,14 @@ class ProviderCache:
 def _proxy_running() -> bool:
     """Whether mitmproxy is up (a script reload, an options editor) or still starting."""
     return bool(getattr(ctx.master.addons.get("proxyserver"), "is_running", False))
+
+
+def _mark_slot(flow: http.HTTPFlow, slot: slots.Slot, n: int) -> None:
+    """The flow's slot, for mitmweb: n, of which key, and whether it is the last again."""
+    marks = flow.metadata[FLOW_METADATA_KEY]
+    marks |= {"slot": n, "slot_of": slot.of}
+    if n != slot.n:
+        marks["again"] = slot.n  # request slot.n, past the end, was served slot n
 
 
 def _replay_of(data: bytes) -> flows.Replay:

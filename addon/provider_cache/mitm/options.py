@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, NamedTuple, NoReturn
 from mitmproxy import exceptions
 from mitmproxy.utils import human
 
-from provider_cache.core import hosts, userrules
+from provider_cache.core import hosts, slots, userrules
 from provider_cache.core.admission import NO_ERRORS, RecordErrors, parse_record_errors
 from provider_cache.core.hosts import HostMatcher
 from provider_cache.core.keys import KeyRules
@@ -142,6 +142,23 @@ OPTIONS: tuple[Option, ...] = (
         "Pace of replayed streams: none (as fast as possible) | recorded (as the chunks "
         "arrived) | a factor of the recorded pace (0.5: twice as fast).",
     ),
+    Option(
+        "cache_sequence",
+        bool,
+        False,
+        "Repeated identical requests get their own answers, in order: the n-th identical "
+        "request of a run (of a test, under the pytest plugin) records and replays the n-th "
+        "answer of its key. Off: one answer per key.",
+    ),
+    Option(
+        "cache_sequence_past_end",
+        str,
+        slots.PAST_END_LAST,
+        "With cache_sequence, a request past the last recorded answer of its key: last (serve "
+        "that answer again) | miss (the mode's miss: record forwards and records it, replay "
+        "answers the miss).",
+        slots.PAST_END_CHOICES,
+    ),
 )
 NAMES = tuple(option.name for option in OPTIONS)
 #: What a value of each option type must look like, for the error that names it.
@@ -243,6 +260,9 @@ class Settings:
     record_errors: RecordErrors = NO_ERRORS
     #: The factor of the recorded pace replayed streams follow; None: as fast as possible.
     replay_timing: float | None = None
+    #: cache_sequence (core/slots.py), and what a request past the last slot gets.
+    sequence: bool = False
+    sequence_past_end: str = slots.PAST_END_LAST
 
 
 def parse(options: Options) -> Settings:
@@ -296,6 +316,8 @@ def parse(options: Options) -> Settings:
         remote_write=options.cache_remote_write,
         record_errors=parse_record_errors(options.cache_record_errors),
         replay_timing=parse_timing(options.cache_replay_timing),
+        sequence=options.cache_sequence,
+        sequence_past_end=slots.parse_past_end(options.cache_sequence_past_end),
     )
 
 

@@ -20,7 +20,7 @@ from typing import Protocol
 
 from mitmproxy import http
 
-from provider_cache.core import admission, records
+from provider_cache.core import admission, records, slots
 from provider_cache.core.bodies import TooLarge
 from provider_cache.core.names import CACHE_HEADER, FLOW_METADATA_KEY
 from provider_cache.core.rejections import (
@@ -48,6 +48,8 @@ class Pending:
     host: str
     storable: bool
     recorder: StreamRecorder | None = None
+    #: Under cache_sequence: the request's place, recorded as slot `slot.n` of `slot.of`.
+    slot: slots.Slot | None = None
 
 
 @dataclass
@@ -139,6 +141,8 @@ class Recording:
             entry.meta["error"] = decided.error
         assert self.cache.files is not None
         entry.meta["recorded_run"] = self.cache.files.run
+        if pending.slot is not None:  # slot 1 is the entry as without slots: no mark
+            entry.meta |= slots.slot_meta(pending.slot.of, pending.slot.n)
         return entry
 
     def _admission(

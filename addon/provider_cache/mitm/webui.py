@@ -7,6 +7,8 @@ Two small addons:
   flows are left alone. An answer that is an error on purpose (SPEC §4: recorded
   under cache_record_errors, or an error status imported) gets ⚠ instead, and its
   comment says `error: REASON` (hits, recordings and the entries `cache.load` shows).
+  Under cache_sequence the comment names the slot: `slot 2 of 5f3e…` (the key of the
+  request, so `~comment 5f3e` filters a whole sequence), `slot 3 again` past the end.
   ProviderCache calls it with each flow it has decided on
   (`flow.metadata["provider_cache"]` is then set).
 * CacheCommands adds `cache.forget`, `cache.rerecord`, `cache.stats` and
@@ -27,7 +29,7 @@ from mitmproxy import command, ctx, exceptions, hooks, http
 from mitmproxy.flow import Flow
 from mitmproxy.log import ALERT
 
-from provider_cache.core import errormark, records, report
+from provider_cache.core import errormark, records, report, slots
 from provider_cache.core.names import FLOW_METADATA_KEY
 from provider_cache.mitm.flowfile import MARKERS, comment, entry_to_flow, when
 from provider_cache.mitm.hooks import ProviderCache
@@ -80,14 +82,14 @@ class FlowMarkers:
         meta = cache_meta(flow)
         if meta is None:
             return
-        key = meta["key"]
+        key, place = meta["key"], slot_note(meta)
         if meta.get("result") == "hit":
             error = _error(flow, meta)
-            self._mark(flow, "hit", f"recorded {when(meta['recorded_at'])}", key, error)
+            self._mark(flow, "hit", f"recorded {when(meta['recorded_at'])}{place}", key, error)
         elif flow.response is not None:
-            self._mark(flow, "miss", "no recording (replay mode)", key)
+            self._mark(flow, "miss", f"no recording (replay mode){place}", key)
         else:
-            self._mark(flow, "miss", "forwarded", key)
+            self._mark(flow, "miss", f"forwarded{place}", key)
 
     def settled(self, flow: http.HTTPFlow) -> None:
         """A forwarded miss is over: say whether the cache recorded its answer."""
@@ -95,10 +97,11 @@ class FlowMarkers:
         if meta is None:
             return
         recorded_at = meta.get("recorded_at")  # set by ProviderCache once the answer is stored
+        place = slot_note(meta)
         if recorded_at is None:
-            self._mark(flow, "miss", "forwarded · not recorded", meta["key"])
+            self._mark(flow, "miss", f"forwarded · not recorded{place}", meta["key"])
             return
-        detail = f"forwarded · recorded {when(recorded_at)}"
+        detail = f"forwarded · recorded {when(recorded_at)}{place}"
         self._mark(flow, "miss", detail, meta["key"], _error(flow, meta))
 
     @staticmethod
@@ -109,6 +112,21 @@ class FlowMarkers:
         flow.comment = comment(
             result, key, detail if error is None else f"{detail} · error: {error}"
         )
+
+
+#: How much of a sequence's key its slots' comments show.
+SHOWN_KEY = 12
+
+
+def slot_note(meta: dict) -> str:
+    """` · slot 2 of 5f3e…` for a flow under cache_sequence (mitm/hooks.py marks it);
+    ` · slot 3 again (request 4)` past the end; nothing otherwise."""
+    n, of = meta.get("slot"), meta.get("slot_of")
+    if not isinstance(n, int) or not isinstance(of, str):
+        return ""
+    again = meta.get("again")
+    repeat = f" again (request {again})" if isinstance(again, int) else ""
+    return f" · slot {n}{repeat} of {of[:SHOWN_KEY]}"
 
 
 def _error(flow: http.HTTPFlow, meta: dict) -> str | None:
@@ -220,10 +238,13 @@ def load_entries(store: Store) -> tuple[list[http.HTTPFlow], int]:
             logger.warning("unreadable cache entry %s (%s): not loaded", name, e)
             continue
         flow = entry_to_flow(entry)
+        of, n = slots.position(entry)
+        place = f" · slot {n} of {of[:SHOWN_KEY]}" if n > 1 else ""
         error = errormark.error_of(entry.meta, entry.response.status)
         if error is not None:
             flow.marked = ERROR_MARKER
-            detail = f"recorded {when(entry.recorded_at)} · error: {error}"
-            flow.comment = comment("entry", entry.key, detail)
+            place += f" · error: {error}"
+        if place:
+            flow.comment = comment("entry", entry.key, f"recorded {when(entry.recorded_at)}{place}")
         flows.append(flow)
     return flows, unreadable
