@@ -20,3 +20,6 @@ FLOW_METADATA_KEY = "provider_cache"
 ENDPOINT_TEST_URL = f"http://{ENDPOINT_HOST}/test"
 CONTROL_HEADER = "x-provider-cache-control"
 CONTROL_TOKEN_ENV = "PROVIDER_CACHE_CONTROL_TOKEN"
+#: The loopback port where the proxy also takes those messages as JSON lines, each with the
+#: token: a round trip of a fraction of a millisecond, as each test sends one.
+CONTROL_PORT_ENV = "PROVIDER_CACHE_CONTROL_PORT"

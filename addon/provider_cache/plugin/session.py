@@ -10,19 +10,23 @@ pose as another test.
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import secrets
+import socket
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO, cast
 
-from provider_cache.cli.proxyctl import ManagedProxy, ProxyError
-from provider_cache.core.names import CONTROL_HEADER, CONTROL_TOKEN_ENV, ENDPOINT_TEST_URL
+from provider_cache.cli.proxyctl import ManagedProxy, ProxyError, free_port
+from provider_cache.core.names import CONTROL_PORT_ENV, CONTROL_TOKEN_ENV
 
 #: How long a message to the proxy may take; it answers from memory.
 TELL_TIMEOUT = 5.0
+#: How long the proxy may take to listen on its control port once it serves.
+CONNECT_TIMEOUT = 5.0
 
 
 class SessionError(Exception):
@@ -40,7 +44,9 @@ class ProxySession:
     token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     proxy: ManagedProxy | None = None
     _saved_env: dict[str, str | None] = field(default_factory=dict)
-    _conn: http.client.HTTPConnection | None = None
+    control_port: int = field(default_factory=free_port)
+    _sock: socket.socket | None = None
+    _file: BinaryIO | None = None
 
     def start(self) -> None:
         options = list(self.options)
@@ -58,7 +64,7 @@ class ProxySession:
             scripts=self.scripts,
             confdir=self.confdir,
             log_path=log,
-            extra_env={CONTROL_TOKEN_ENV: self.token},
+            extra_env={CONTROL_TOKEN_ENV: self.token, CONTROL_PORT_ENV: str(self.control_port)},
         )
         try:
             self.proxy.start()
@@ -75,52 +81,67 @@ class ProxySession:
 
     def tell(self, test: str | None, live: bool = False) -> dict:
         """The test now running (None: none)."""
-        return self._send(json.dumps({"test": test, "live": live}).encode())
+        return self._send({"test": test, "live": live})
 
     def ask(self) -> dict:
         """The test the proxy counts for, and its counters so far."""
-        return self._send(None)
+        return self._send({"ask": True})
 
-    def _send(self, body: bytes | None) -> dict:
-        """One message on a kept-alive connection to the proxy (a new connection per test
-        would cost each test a few milliseconds); a dropped connection is opened again."""
-        headers = {CONTROL_HEADER: self.token}
-        if body is not None:
-            headers["content-type"] = "application/json"
-        method = "GET" if body is None else "POST"
+    def _send(self, message: dict) -> dict:
+        """One JSON line on the proxy's control port, answered with one line (a dropped
+        connection is opened again once)."""
+        line = json.dumps({"token": self.token, **message}).encode() + b"\n"
         for attempt in (1, 2):
             try:
-                connection = self._connection()
-                connection.request(method, ENDPOINT_TEST_URL, body=body, headers=headers)
-                answer = connection.getresponse()
-                data = answer.read()
-                if answer.status != 200:
-                    raise SessionError(f"the proxy refused the test's name: {answer.status}")
-                return json.loads(data or b"{}")
-            except (http.client.HTTPException, OSError) as e:
-                self._close_connection()
+                control = self._control()
+                control.write(line)
+                control.flush()
+                data = control.readline()
+                if not data:
+                    raise ConnectionError("the proxy closed the control connection")
+            except OSError as e:
+                self._close_control()
                 if attempt == 2:
                     raise SessionError(f"the proxy did not take the test's name: {e}") from None
+                continue
+            try:
+                answer = json.loads(data)
             except ValueError as e:
                 raise SessionError(f"the proxy's answer is not JSON: {e}") from None
+            if "error" in answer:
+                raise SessionError(f"the proxy refused the test's name: {answer['error']}")
+            return answer
         raise AssertionError("unreachable")
 
-    def _connection(self) -> http.client.HTTPConnection:
-        if self._conn is None:
-            assert self.proxy is not None, "the session's proxy runs"
-            self._conn = http.client.HTTPConnection(
-                "127.0.0.1", self.proxy.port, timeout=TELL_TIMEOUT
-            )
-        return self._conn
+    def _control(self) -> BinaryIO:
+        """The connection to the control port, once the proxy listens on it."""
+        if self._file is None:
+            deadline = time.monotonic() + CONNECT_TIMEOUT
+            while True:
+                try:
+                    sock = socket.create_connection(
+                        ("127.0.0.1", self.control_port), timeout=TELL_TIMEOUT
+                    )
+                    break
+                except ConnectionRefusedError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.02)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._sock, self._file = sock, cast(BinaryIO, sock.makefile("rwb"))
+        return self._file
 
-    def _close_connection(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+    def _close_control(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
 
     def stop(self) -> int:
         """Stop the proxy (its stats file is flushed) and restore the client variables."""
-        self._close_connection()
+        self._close_control()
         for name, value in self._saved_env.items():
             if value is None:
                 os.environ.pop(name, None)
