@@ -15,7 +15,9 @@ shared machine disturbs far less than wall-clock throughput.
 
 Sections: hit, record, startup (issue 6); remote-hit, remote-read, pull (the remote tier,
 scripts/benchmark/remote.py, against moto's S3 server); stream-ttfb, stream-checks (every
-streamed format, scripts/benchmark/streams.py, against the test suite's fake provider).
+streamed format, scripts/benchmark/streams.py, against the test suite's fake provider);
+websocket (a replayed WebSocket session's round trips against passthrough,
+scripts/benchmark/websocket.py, against the test suite's fake WebSocket provider).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from benchmark import remote as bench_remote
 from benchmark import report as bench_report
 from benchmark import s3 as bench_s3
 from benchmark import streams as bench_streams
+from benchmark import websocket as bench_websocket
 from benchmark.answers import assert_ok, const
 from benchmark.net import Target, Window
 
@@ -70,6 +73,11 @@ class Config:
     ttfb_concurrency: tuple[int, ...] = (1, 4)
     #: stream-checks: passes over the recorded streams per in-process timing.
     check_passes: int = 20
+    #: websocket: sessions per window one after another, round trips per session, and the
+    #: sizes of the text each client message carries (its answer echoes it).
+    ws_sessions: int = 5
+    ws_messages: int = 40
+    ws_sizes: tuple[int, ...] = (200, 8000)
 
 
 FULL = Config(reps=5, duration=1.5, startup_reps=2, sizes=(0, 10_000, 100_000))
@@ -86,6 +94,9 @@ SMOKE = Config(
     chunk_delay=0.002,
     ttfb_streams=2,
     check_passes=1,
+    ws_sessions=1,
+    ws_messages=5,
+    ws_sizes=(200,),
 )
 SECTIONS = (
     "hit",
@@ -96,6 +107,7 @@ SECTIONS = (
     "pull",
     "stream-ttfb",
     "stream-checks",
+    "websocket",
 )
 #: The sections that need boto3 and moto's server (the test extra).
 REMOTE_SECTIONS = ("remote-hit", "remote-read", "pull")
@@ -116,6 +128,7 @@ class Bench:
         self.upstream_at = 0
         #: The fake provider by its delay between events (streams.py), with its port.
         self.fakes: dict[float, tuple[subprocess.Popen[str], int]] = {}
+        self.ws_fake: tuple[subprocess.Popen[str], int] | None = None
         self.s3_server: bench_s3.S3 | None = None
         self.counter = itertools.count(1)
         self.sse_size = SSE_SIZE
@@ -177,6 +190,15 @@ class Bench:
             self.fakes[delay] = _serving([sys.executable, str(script), str(directory), str(delay)])
         return self.fakes[delay][1]
 
+    def ws_upstream(self) -> int:
+        """The test suite's fake WebSocket provider (ws_upstream.py), started on first use."""
+        if self.ws_fake is None:
+            directory = self.work / "fake-ws"
+            directory.mkdir()
+            script = ROOT / "scripts" / "benchmark" / "ws_upstream.py"
+            self.ws_fake = _serving([sys.executable, str(script), str(directory)])
+        return self.ws_fake[1]
+
     def s3(self) -> bench_s3.S3:
         """moto's S3 server (s3.py), started on first use."""
         if self.s3_server is None:
@@ -186,7 +208,8 @@ class Bench:
 
     def close(self) -> None:
         self.stop_all()
-        for proc in [self.upstream, *(p for p, _ in self.fakes.values())]:
+        fakes = [*self.fakes.values(), *([self.ws_fake] if self.ws_fake else [])]
+        for proc in [self.upstream, *(p for p, _ in fakes)]:
             if proc is not None:
                 proc.terminate()
                 proc.wait(10)
@@ -455,6 +478,7 @@ def main(argv: list[str]) -> int:
         "pull": lambda: bench_remote.pull(bench),
         "stream-ttfb": lambda: bench_streams.first_byte(bench),
         "stream-checks": lambda: bench_streams.checks(bench),
+        "websocket": lambda: bench_websocket.run(bench),
     }
     missing = bench_s3.missing()
     try:

@@ -110,7 +110,7 @@ class Report:
 
     def markdown(self) -> str:
         # Imported here: they import this module's helpers (and the sections' names).
-        from benchmark import report_remote, report_streams
+        from benchmark import report_remote, report_streams, report_ws
 
         out = [self.header()]
         for part in (
@@ -124,6 +124,7 @@ class Report:
             lambda: report_remote.pull_table(self),
             lambda: report_streams.first_byte_table(self),
             lambda: report_streams.checks_table(self),
+            lambda: report_ws.table(self),
             lambda: report_remote.skipped(self),
             self.targets,
         ):

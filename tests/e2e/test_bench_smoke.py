@@ -16,7 +16,8 @@ from pathlib import Path
 from tests.support.proxy import ROOT_DIR
 
 BENCH = ROOT_DIR / "scripts" / "bench.py"
-#: Section names in the samples (scripts/benchmark/remote.py and streams.py name the new ones).
+#: Section names in the samples (scripts/benchmark/remote.py, streams.py and websocket.py name
+#: the new ones).
 SECTIONS = {
     "hit path",
     "record path",
@@ -28,6 +29,16 @@ SECTIONS = {
     "stream: first byte",
     "stream: record CPU",
     "stream: checks",
+    "websocket",
+}
+#: The websocket section's variants (scripts/benchmark/websocket.py).
+WEBSOCKET = {
+    "replay",
+    "passthrough",
+    "record",
+    "replay, flow_detail=0",
+    "passthrough, flow_detail=0",
+    "record, flow_detail=0",
 }
 #: The stream formats measured (scripts/benchmark/formats.py).
 FORMATS = {
@@ -63,6 +74,7 @@ def test_smoke_run_measures_every_section(tmp_path: Path) -> None:
     for heading in ("Hit path", "Record path", "Start-up", "In-process", "Targets"):
         assert heading in result.stdout
     assert_remote_and_stream_sections(samples, result.stdout)
+    assert_websocket_section(samples, result.stdout)
     # A smoke run's NO targets are noise; the report says so where they are shown.
     targets = result.stdout.split("\nTargets\n", 1)[1]
     assert "Smoke run: too short for the targets to mean anything" in targets.splitlines()[1]
@@ -121,3 +133,14 @@ def assert_remote_and_stream_sections(samples: list[dict], stdout: str) -> None:
         "Stream formats: the completeness checks' CPU per recorded stream",
     ):
         assert heading in stdout
+
+
+def assert_websocket_section(samples: list[dict], stdout: str) -> None:
+    """Issue 17's section timed every variant's round trips once, and reported the ratios."""
+    rows = [s for s in samples if s["section"] == "websocket"]
+    assert {s["variant"] for s in rows} == WEBSOCKET
+    assert all(s["messages"] > 0 and s["p90_ms"] >= s["p50_ms"] > 0 for s in rows)
+    assert "WebSocket: per-message round trip of an OpenAI Realtime session" in stdout
+    table = stdout.split("WebSocket: per-message round trip", 1)[1].split("\n\n", 2)[1]
+    assert "| text 200 B | defaults |" in table
+    assert "| text 200 B | flow_detail=0 |" in table
