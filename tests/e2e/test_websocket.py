@@ -7,6 +7,8 @@ from __future__ import annotations
 import base64
 import json
 import ssl
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -292,3 +294,30 @@ def test_each_session_counts_once(proxy, fake):
     replaying.stop()
     counts = stats(replaying)
     assert (counts["hits"], counts["misses"], counts["passthrough"]) == (1, 0, 0)
+
+
+def test_ls_and_show_list_a_session_with_its_messages_and_directions(proxy, fake):
+    recording = proxy("record")
+    recorded = converse(recording, "openai-realtime")
+    recording.stop()
+    (entry,) = sessions(recording.cache_dir)
+    messages = len(recorded) + len(SCRIPTS["openai-realtime"][3])  # theirs and ours
+
+    store = str(recording.cache_dir)
+
+    def recordings(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "provider_cache", "recordings", "--cache-dir", store, *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    (line, _total) = recordings("ls").splitlines()
+    assert f" websocket:{messages} " in line and " sse:" not in line
+    shown = recordings("show", entry.key[:12])
+    assert "=== WebSocket conversation 1" in shown
+    assert shown.count("--- → ") == len(SCRIPTS["openai-realtime"][3])  # text and audio
+    assert shown.count("--- ← text") == len(recorded)

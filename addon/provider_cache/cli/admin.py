@@ -36,7 +36,7 @@ from provider_cache.cli.storeview import (
     when,
     writing,
 )
-from provider_cache.core import errormark, records, report, slots, textform
+from provider_cache.core import errormark, records, report, slots, textform, wsrecords
 from provider_cache.core.records import Entry
 from provider_cache.storage import cachedir
 from provider_cache.storage.atomic import write_atomically_bytes
@@ -67,7 +67,7 @@ def do_ls(args: argparse.Namespace, cache_dir: Path) -> int:
         if args.json:
             print(json.dumps(_summary(e, hit) | {"slot_of": of, "slot": n, "slots": length}))
             continue
-        streamed = f" sse:{len(e.response.chunks)}" if e.response.chunks is not None else ""
+        streamed = _streamed(e)
         streamed += f" slot:{n}/{length}" if length > 1 else ""
         error = errormark.error_of(e.meta, e.response.status)
         errors += error is not None
@@ -142,7 +142,8 @@ def do_show(args: argparse.Namespace, cache_dir: Path) -> int:
         print(f"error     {error}: {why}; replayed as this error")
     print(f"\n{req.method} {req.url}")
     print(_headers(req.headers) + "\n\n" + _body(req.body))
-    _show_response(resp)
+    if not _show_session(entry):
+        _show_response(resp)
     if n == 1:  # the first slot shows the whole sequence; a later one, itself
         for later, slot in sorted(sequence.items()):
             if later > 1:
@@ -150,6 +151,44 @@ def do_show(args: argparse.Namespace, cache_dir: Path) -> int:
                 print(f"recorded  {when(slot.recorded_at)} UTC")
                 _show_response(slot.response)
     return OK
+
+
+def _streamed(entry: records.Entry) -> str:
+    """`sse:N` (a stream's chunks), or `websocket:N` (a session's messages, and its
+    conversations when there are several)."""
+    if wsrecords.is_session(entry):
+        try:
+            takes = wsrecords.session_of(entry).takes
+        except records.CorruptEntry:
+            return " websocket:?"
+        messages = sum(len(take.messages) for take in takes)
+        return f" websocket:{messages}" + (f" takes:{len(takes)}" if len(takes) > 1 else "")
+    chunks = entry.response.chunks
+    return f" sse:{len(chunks)}" if chunks is not None else ""
+
+
+def _show_session(entry: records.Entry) -> bool:
+    """A WebSocket session: the handshake's answer, then each conversation's messages with
+    their direction (→ from the client, ← from the server), kind and offset."""
+    if not wsrecords.is_session(entry):
+        return False
+    try:
+        session = wsrecords.session_of(entry)
+    except records.CorruptEntry:
+        return False
+    resp = entry.response
+    print(f"\n{resp.status} {resp.reason}")
+    print(_headers(resp.headers))
+    for number, take in enumerate(session.takes, 1):
+        close = f"closed {take.close_code}" + (f" {take.close_reason}" if take.close_reason else "")
+        print(f"\n=== WebSocket conversation {number} ({len(take.messages)} messages, {close})")
+        for message in take.messages:
+            kind = "text" if message.text else "binary"
+            arrow = "→" if message.from_client else "←"
+            print(f"--- {arrow} {kind} at {message.offset:.3f}s, {size(len(message.content))}")
+            content = message.content
+            print(_body(content), end="" if content.endswith(b"\n") else "\n")
+    return True
 
 
 def _show_response(resp: records.StoredResponse) -> None:
