@@ -30,7 +30,8 @@ def recorded(tmp_path: Path, fake: FakeProvider) -> Path:
 def use(checkout: Path, tmp_path: Path, **inputs: str) -> object:
     runner_temp = tmp_path / "runner-temp"
     runner_temp.mkdir(exist_ok=True)
-    env = os.environ | {"OPENAI_API_KEY": "sk-dummy", "PATH": f"{BIN}:{os.environ['PATH']}"}
+    # The planted key, so that the test can see it is written nowhere (replay: by presence).
+    env = os.environ | {"OPENAI_API_KEY": secrets.OPENAI_KEY, "PATH": f"{BIN}:{os.environ['PATH']}"}
     given = {"cache-dir": "tests/recordings", "command": "pytest -q tests/"} | inputs
     return run_action(
         {k.replace("_", "-"): v for k, v in given.items()}, checkout, env, runner_temp
@@ -85,4 +86,4 @@ def test_options_and_a_missing_threshold_reach_the_proxy(recorded: Path, tmp_pat
     stats = (tmp_path / "runner-temp" / "provider-cache-stats.json").read_text()
     assert '"size": 7' in stats
     assert "no threshold set" in run.summary.splitlines()[0]
-    assert secrets.OPENAI_KEY not in stats
+    assert secrets.OPENAI_KEY not in stats and secrets.OPENAI_KEY not in run.summary
