@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from mitmproxy import http, io
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
@@ -91,11 +92,14 @@ def fake(tmp_path: Path) -> Iterator[FakeWebSocketProvider]:
 def proxy(tmp_path: Path, fake: FakeWebSocketProvider) -> Iterator[Callable[..., Mitmdump]]:
     started: list[Mitmdump] = []
 
-    def start(mode: str = "record", *, offline: bool = False, **options: str) -> Mitmdump:
+    def start(
+        mode: str = "record", *, offline: bool = False, cache: str = "cache", **options: str
+    ) -> Mitmdump:
+        """`cache`: the cache directory's name under the test's tmp dir (one per machine)."""
         port = free_port() if offline else fake.port
         mitmdump = Mitmdump(
             workdir=tmp_path,
-            cache_dir=tmp_path / "cache",
+            cache_dir=tmp_path / cache,
             options={"cache_mode": mode, **options},
             resolve=dict.fromkeys(HOSTS, port),
             upstream_ca=fake.ca_path,
@@ -303,21 +307,76 @@ def test_ls_and_show_list_a_session_with_its_messages_and_directions(proxy, fake
     (entry,) = sessions(recording.cache_dir)
     messages = len(recorded) + len(SCRIPTS["openai-realtime"][3])  # theirs and ours
 
-    store = str(recording.cache_dir)
-
-    def recordings(*args: str) -> str:
-        done = subprocess.run(
-            [sys.executable, "-m", "provider_cache", "recordings", "--cache-dir", store, *args],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert done.returncode == 0, done.stderr
-        return done.stdout
-
-    (line, _total) = recordings("ls").splitlines()
+    (line, _total) = recordings(recording.cache_dir, "ls").splitlines()
     assert f" websocket:{messages} " in line and " sse:" not in line
-    shown = recordings("show", entry.key[:12])
+    shown = recordings(recording.cache_dir, "show", entry.key[:12])
     assert "=== WebSocket conversation 1" in shown
     assert shown.count("--- → ") == len(SCRIPTS["openai-realtime"][3])  # text and audio
     assert shown.count("--- ← text") == len(recorded)
+
+
+def recordings(cache_dir: Path, *args: str) -> str:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "provider_cache",
+            "recordings",
+            "--cache-dir",
+            str(cache_dir),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_a_session_recorded_on_one_machine_replays_on_another_from_the_remote(proxy, fake, s3):
+    """Machine A records with the remote tier and uploads; machine B, with an empty store
+    and no provider, replays the session from the bucket, and then from its own store."""
+    a = proxy("record", cache="a", cache_remote=s3.url)
+    recorded = converse(a, "openai-realtime")
+    assert a.stop() == 0
+    assert stats(a)["remote"]["uploaded"] == 1
+    b = proxy("replay", offline=True, cache="b", cache_remote=s3.url)
+    assert converse(b, "openai-realtime") == recorded
+    assert b.stop() == 0
+    counts = stats(b)
+    assert (counts["hits"], counts["misses"], counts["tiers"]) == (1, 0, {"local": 0, "remote": 1})
+    assert counts["remote"]["uploaded"] == 0  # what B got from the remote is not sent back
+    assert len(sessions(b.cache_dir)) == 1
+    again = proxy("replay", offline=True, cache="b")  # no remote: B's own store serves it
+    assert converse(again, "openai-realtime") == recorded
+    again.stop()
+    assert fake.connections == 1
+
+
+def test_an_exported_session_is_a_websocket_flow_and_imports_into_another_store(
+    proxy, fake, tmp_path
+):
+    """`export --format mitm` writes the session as mitmweb shows one (the messages, in
+    order, with their directions); `import` of that file into an empty store replays it."""
+    recording = proxy("record")
+    recorded = converse(recording, "gemini-live")
+    recording.stop()
+    flow_file = tmp_path / "sessions.mitm"
+    assert "exported 1 entries" in recordings(
+        recording.cache_dir, "export", "--format", "mitm", "-o", str(flow_file)
+    )
+    with flow_file.open("rb") as fo:
+        (flow,) = list(io.FlowReader(fo).stream())
+    assert isinstance(flow, http.HTTPFlow) and flow.websocket is not None
+    messages = flow.websocket.messages
+    assert [m.content for m in messages if not m.from_client] == recorded
+    sent = [m for m, _ in SCRIPTS["gemini-live"][3]]
+    assert [m.content.decode() for m in messages if m.from_client] == sent
+    assert GOOGLE_KEY not in flow_file.read_bytes().decode("latin-1")
+    other = tmp_path / "other"
+    recordings(other, "import", str(flow_file))
+    replaying = proxy("replay", offline=True, cache="other")
+    assert converse(replaying, "gemini-live") == recorded
+    replaying.stop()
+    assert stats(replaying)["hits"] == 1 and fake.connections == 1

@@ -21,6 +21,7 @@ from provider_cache.core import records, wsmatch, wsrecords
 from provider_cache.mitm import wsplayer
 from provider_cache.mitm.hooks import ProviderCache
 from provider_cache.mitm.websockets import WebSocketCache
+from provider_cache.mitm.webui import FlowMarkers
 
 SECRET = "sk-unit-test-secret-0001"
 CREATED = b'{"type": "session.created"}'
@@ -234,3 +235,21 @@ def test_with_cache_replay_timing_a_released_message_keeps_its_recorded_pace(ws,
             return time.monotonic() - sent
 
     assert 0.08 <= asyncio.run(scenario()) < 1.0
+
+
+def test_a_diverged_session_is_marked_in_mitmweb_with_its_index(ws, cache, tctx) -> None:
+    FlowMarkers(cache)  # one of the cache's watchers, as addon/cache.py wires it
+    record(ws)
+    tctx.configure(cache, cache_mode="replay")
+    matched, diverged = handshake(), handshake()
+    matched.websocket, diverged.websocket = WebSocketData(), WebSocketData()
+
+    async def both() -> None:  # one event loop: the player's
+        await replayed(ws, matched, ASK, answers=1)
+        await replayed(ws, diverged, b'{"type": "response.cancel"}')
+
+    asyncio.run(both())
+    assert matched.marked == ":white_check_mark:" and "cache hit · recorded" in matched.comment
+    flow = diverged
+    assert flow.marked == ":x:"
+    assert "cache miss · diverged at client message 0 · key " in flow.comment

@@ -29,6 +29,7 @@ from provider_cache.core import records
 from provider_cache.mitm.flowfile import when
 from provider_cache.mitm.hooks import ProviderCache
 from provider_cache.mitm.webui import CacheCommands, FlowMarkers
+from tests.support.sessions import KEY, session_entry, take
 
 OPENAI = "api.openai.com"
 
@@ -432,3 +433,18 @@ def test_load_names_the_slot_of_a_slot_entry(tctx, cache):
     key = key_of(first)
     assert [f"slot 2 of {key[:12]}" in c for c in comments].count(True) == 1
     assert [c.endswith(f"· key {key}") for c in comments].count(True) == 1
+
+
+def test_load_shows_a_websocket_session_as_a_flow_per_take(tctx, cache):
+    first, second = take(b'{"n": 1}'), take(b'{"n": 2}')
+    cache.store.put(KEY.encode(), records.pack(session_entry(first, second)))
+    send(tctx, provider_flow("a"))
+    view = tctx.master.addons.get("view")
+    assert command(tctx, "cache.load").startswith("provider-cache: loaded 2 entries from ")
+    sessions = [f for f in view if f.websocket is not None]
+    assert [len(f.websocket.messages) for f in sessions] == [4, 4]
+    assert [f.websocket.messages[-1].content for f in sessions] == [b'{"n": 1}', b'{"n": 2}']
+    assert [f.websocket.messages[1].from_client for f in sessions] == [True, True]
+    assert all(f.marked == ":floppy_disk:" for f in sessions)
+    assert "websocket take 2 of 2, 4 messages" in sessions[1].comment
+    assert "(2 already shown)" in command(tctx, "cache.load")

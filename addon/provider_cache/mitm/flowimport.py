@@ -1,6 +1,9 @@
 """Entries from a mitmproxy flow file (`mitmdump -w`, or `recordings.py export --format mitm`).
 
-Lets a team bring recordings made with mitmproxy's own server replay into a store.
+Lets a team bring recordings made with mitmproxy's own server replay into a store. A
+WebSocket flow (a provider session `mitmdump -w` saw, or a take `export --format mitm`
+wrote) becomes a session (SPEC §13), stored only if it closed normally, as the proxy
+stores one; the takes of one handshake in a file are one session, in the file's order.
 """
 
 from __future__ import annotations
@@ -10,11 +13,14 @@ from pathlib import Path
 from mitmproxy import exceptions, http, io
 from mitmproxy.flow import Flow
 
-from provider_cache.core import keys
+from provider_cache.core import keys, wsrecords
 from provider_cache.core.names import FLOW_METADATA_KEY
 from provider_cache.core.records import Entry
 from provider_cache.core.streaming import is_event_stream
-from provider_cache.mitm import flows
+from provider_cache.mitm import flows, wsrecording
+
+#: An imported session is not held to a proxy's cache_max_body_size: the file is the user's.
+NO_SIZE_LIMIT = 2**63
 
 
 class BadFlowFile(ValueError):
@@ -30,7 +36,38 @@ def entries_from_flow_file(path: Path, rules: keys.KeyRules | None = None) -> li
         raise BadFlowFile(
             f"{path}: not a text export or a readable mitmproxy flow file ({e})"
         ) from None
-    return [entry for flow in loaded if (entry := _entry(flow, rules)) is not None]
+    found: dict[str, Entry] = {}
+    for flow in loaded:
+        if isinstance(flow, http.HTTPFlow) and flow.websocket is not None:
+            entry = _session(flow, rules, found)
+        else:
+            entry = _entry(flow, rules)
+        if entry is not None:
+            found.pop(entry.key, None)  # the same key again: the later one, in file order
+            found[entry.key] = entry
+    return list(found.values())
+
+
+def _session(flow: http.HTTPFlow, rules: keys.KeyRules, found: dict[str, Entry]) -> Entry | None:
+    """A WebSocket flow that closed normally as a session's take, added to the session of
+    the same handshake found earlier in the file, if any."""
+    if flow.response is None or flow.response.status_code != 101:
+        return None
+    key = flow.metadata.get(FLOW_METADATA_KEY, {}).get("key")
+    if not key:
+        key, _ = wsrecords.session_key(flows.request_parts(flow.request), rules)
+    secrets = wsrecording.handshake_secrets(flow.request, rules)
+    take = wsrecording.take_of(flow, secrets, rules)
+    if wsrecording.rejection(flow, take, NO_SIZE_LIMIT) is not None:
+        return None
+    earlier = found.get(key)
+    if earlier is not None and wsrecords.is_session(earlier):
+        session = wsrecords.session_of(earlier).with_take(take)
+    else:
+        session = wsrecords.Session((take,))
+    entry = wsrecording.entry_of(flow, key, session, secrets, rules, None)
+    entry.recorded_at = flow.response.timestamp_start or entry.recorded_at
+    return entry
 
 
 def _entry(flow: Flow, rules: keys.KeyRules) -> Entry | None:

@@ -7,11 +7,13 @@
     response, error  a handshake that was not upgraded, a session that broke
 
 Keyed by the handshake under the §3 rules (core/wsrecords.py), stored as an entry of the
-same store through the cache's writer (what is stored: mitm/wsrecording.py), counted once
-per session in the cache's stats: a miss when forwarded or when it diverged (with the
-divergence as its closest recording's difference), else a hit when it ends. In record
-mode a session that diverged is recorded as a new take when the client connects again.
-Non-provider WebSockets are tunnelled by mitm/tunnels.py or passed by here untouched.
+same store through the cache's writer (what is stored: mitm/wsrecording.py) and uploaded
+as any entry is; a session the local store lacks is asked of the remote tier, as an HTTP
+miss is (mitm/remote.py), and kept locally. Counted once per session in the cache's
+stats: a miss when forwarded or when it diverged (with the divergence as its closest
+recording's difference), else a hit when it ends. In record mode a session that diverged
+is recorded as a new take when the client connects again. Non-provider WebSockets are
+tunnelled by mitm/tunnels.py or passed by here untouched.
 """
 
 from __future__ import annotations
@@ -20,12 +22,12 @@ import logging
 from collections.abc import Awaitable
 from dataclasses import dataclass
 
-from mitmproxy import http
+from mitmproxy import ctx, hooks, http
 
 from provider_cache.core import records, wsmatch, wsrecords
 from provider_cache.core.names import CACHE_HEADER, FLOW_METADATA_KEY
 from provider_cache.core.rejections import ERROR_STATUS
-from provider_cache.mitm import flows, options, wsrecording
+from provider_cache.mitm import flows, options, remote, wsrecording
 from provider_cache.mitm.hooks import ProviderCache
 from provider_cache.mitm.recording import Pending
 from provider_cache.mitm.wsplayer import Plan, Player
@@ -86,10 +88,25 @@ class WebSocketCache:
         live = Live(
             key, request.host, flows.redacted_url(request, rules, secrets), normalized, secrets
         )
-        entry = self._lookup(files, key, live.host) if cfg.mode != "refresh" else None
+        lookup = cfg.mode != "refresh"
+        entry = self._lookup(files, key, live.host) if lookup else None
         self.claimed.add(flow.id)
+        if entry is None and lookup and self.cache.remote is not None:
+            return self._read_through(self.cache.remote, flow, cfg, files, live)
+        return self._decide(flow, cfg, files, live, entry)
+
+    def _decide(
+        self,
+        flow: http.HTTPFlow,
+        cfg: options.Settings,
+        files: CacheFiles,
+        live: Live,
+        entry: tuple[records.Entry, wsrecords.Session] | None,
+    ) -> Awaitable[None] | None:
+        """Replay the stored session, or the mode's miss: answered (replay) or forwarded."""
         if entry is not None and self._servable(cfg, entry[0]):
             return self._replay(flow, cfg, files, live, *entry)
+        key, request = live.key, flow.request
         if cfg.mode == "replay":
             self.claimed.discard(flow.id)  # answered: nothing more to claim
             flow.response = flows.miss_response("GET", live.url, key, request.http_version)
@@ -101,6 +118,46 @@ class WebSocketCache:
         self._count_miss(live, diagnose=True)
         self._decided(flow)
         return None
+
+    async def _read_through(
+        self,
+        tier: remote.RemoteTier,
+        flow: http.HTTPFlow,
+        cfg: options.Settings,
+        files: CacheFiles,
+        live: Live,
+    ) -> None:
+        """A session the local store lacks, from the remote tier (bounded as an HTTP
+        lookup is): kept locally, then replayed as a local one is; else the mode's miss.
+        In replay mode it fails closed: whatever goes wrong, the provider is not asked."""
+        try:
+            found = await tier.fetch(live.key)
+            entry = _session_of(found, live) if found is not None else None
+            if found is not None and entry is not None and self._servable(cfg, entry[0]):
+                await self._keep_locally(files, live, found.packed)
+                self.cache.stats.from_remote()
+            else:
+                entry = None
+            started = self._decide(flow, cfg, files, live, entry)
+            if entry is not None:
+                flow.metadata[FLOW_METADATA_KEY]["tier"] = "remote"
+            if started is not None:
+                await started
+        except BaseException:
+            if cfg.mode == "replay" and flow.response is None:
+                self._unavailable(flow, live)
+            raise
+
+    async def _keep_locally(self, files: CacheFiles, live: Live, packed: bytes) -> None:
+        """The remote's session, as it is, in the local store (through the cache's writer):
+        the next handshake is a local hit. A store that refuses it still lets this one play."""
+        if not files.writable:
+            return
+        try:
+            await self.cache.writer.put(files, live.key, packed)
+        except StoreError as e:
+            logger.error("could not store WebSocket key %s from the remote: %s", live.key, e)
+            self.cache.stats.error(live.host)
 
     def _lookup(
         self, files: CacheFiles, key: str, host: str
@@ -167,12 +224,17 @@ class WebSocketCache:
             await self.player.start()
         except OSError as e:
             logger.error("provider-cache: WebSocket replay unavailable: %s", e)
-            self.sessions.pop(flow.id, None)
-            self.claimed.discard(flow.id)
-            flow.response = flows.failure_response(flow.request.http_version)
-            self.cache.stats.failed_lookup(live.host)
+            self._unavailable(flow, live)
             return
         self.player.point(flow.id, flow.request.data, plan)
+
+    def _unavailable(self, flow: http.HTTPFlow, live: Live) -> None:
+        """The handshake answered with the cache's own failure (the local 404 of a miss)."""
+        self.sessions.pop(flow.id, None)
+        self.player.plans.pop(flow.id, None)
+        self.claimed.discard(flow.id)
+        flow.response = flows.failure_response(flow.request.http_version)
+        self.cache.stats.failed_lookup(live.host)
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         live = self.sessions.get(flow.id)
@@ -242,6 +304,8 @@ class WebSocketCache:
         meta = flow.metadata.get(FLOW_METADATA_KEY)
         if isinstance(meta, dict):
             meta["result"], meta["diverged_at"] = "miss", divergence.index
+        self._decided(flow)  # marked again: mitmweb shows where it diverged
+        ctx.master.addons.trigger(hooks.UpdateHook([flow]))
         cfg = self.cache.settings
         if cfg is not None and cfg.mode != "replay":
             self.cache.rerecord_keys.add(live.key)  # the client's next try is recorded
@@ -275,6 +339,15 @@ class WebSocketCache:
     def _settled(self, flow: http.HTTPFlow) -> None:
         for watcher in self.cache.watchers:
             watcher.settled(flow)
+
+
+def _session_of(found: remote.Found, live: Live) -> tuple[records.Entry, wsrecords.Session] | None:
+    """The remote object's session; None (and a warning) if it holds none this version reads."""
+    try:
+        return found.entry, wsrecords.session_of(found.entry)
+    except records.CorruptEntry as e:
+        logger.warning("remote WebSocket session %s is unusable (%s): a miss", live.key, e)
+        return None
 
 
 def _header(headers: records.Headers, name: bytes) -> str | None:

@@ -7,12 +7,15 @@ Two small addons:
   flows are left alone. An answer that is an error on purpose (SPEC §4: recorded
   under cache_record_errors, or an error status imported) gets ⚠ instead, and its
   comment says `error: REASON` (hits, recordings and the entries `cache.load` shows).
-  Under cache_sequence the comment names the slot: `slot 2 of 5f3e…` (the key of the
-  request, so `~comment 5f3e` filters a whole sequence), `slot 3 again` past the end.
+  A replayed WebSocket session whose client said something else is ❌ `diverged at client
+  message N` (0-based, as the close reason has it). Under cache_sequence the comment names
+  the slot: `slot 2 of 5f3e…` (the key of the request, so `~comment 5f3e` filters a whole
+  sequence), `slot 3 again` past the end.
   ProviderCache calls it with each flow it has decided on
   (`flow.metadata["provider_cache"]` is then set).
 * CacheCommands adds `cache.forget`, `cache.rerecord`, `cache.stats` and
-  `cache.load` to mitmproxy's command bar.
+  `cache.load` to mitmproxy's command bar (`cache.load` shows a stored WebSocket session
+  as a flow per take, its messages listed with their directions).
 
 mitmweb's command bar has no notion of the flow selected in the browser (`@focus`
 is empty there), and every provider flow carries a marker (`@marked` is all of them),
@@ -29,9 +32,9 @@ from mitmproxy import command, ctx, exceptions, hooks, http
 from mitmproxy.flow import Flow
 from mitmproxy.log import ALERT
 
-from provider_cache.core import errormark, records, report, slots
+from provider_cache.core import errormark, records, report, slots, wsrecords
 from provider_cache.core.names import FLOW_METADATA_KEY
-from provider_cache.mitm.flowfile import MARKERS, comment, entry_to_flow, when
+from provider_cache.mitm.flowfile import MARKERS, comment, entry_to_flow, entry_to_flows, when
 from provider_cache.mitm.hooks import ProviderCache
 from provider_cache.storage.store import Store
 
@@ -83,7 +86,10 @@ class FlowMarkers:
         if meta is None:
             return
         key, place = meta["key"], slot_note(meta)
-        if meta.get("result") == "hit":
+        diverged = meta.get("diverged_at")
+        if isinstance(diverged, int):  # a replayed WebSocket session (mitm/websockets.py)
+            self._mark(flow, "miss", f"diverged at client message {diverged}", key)
+        elif meta.get("result") == "hit":
             error = _error(flow, meta)
             self._mark(flow, "hit", f"recorded {when(meta['recorded_at'])}{place}", key, error)
         elif flow.response is not None:
@@ -189,9 +195,10 @@ class CacheCommands:
         flows, unreadable = load_entries(store)
         new = [f for f in flows if view.get_by_id(f.id) is None]
         view.add(new)
-        message = f"provider-cache: loaded {len(new)} entries from {store.path}"
-        if len(new) < len(flows):
-            message += f" ({len(flows) - len(new)} already shown)"
+        loaded, shown = _entries(new), _entries(flows) - _entries(new)
+        message = f"provider-cache: loaded {loaded} entries from {store.path}"
+        if shown:
+            message += f" ({shown} already shown)"
         if unreadable:
             message += f"; {unreadable} unreadable entries skipped"
         logger.log(ALERT, message)
@@ -226,6 +233,11 @@ def keys_of(flows: Sequence[Flow]) -> list[str]:
     return list(dict.fromkeys(keys))
 
 
+def _entries(flows: Sequence[http.HTTPFlow]) -> int:
+    """How many entries these flows show (a WebSocket session shows a flow per take)."""
+    return len({meta["key"] for f in flows if (meta := cache_meta(f)) is not None})
+
+
 def load_entries(store: Store) -> tuple[list[http.HTTPFlow], int]:
     """Every readable entry as a flow, and how many could not be read."""
     flows, unreadable = [], 0
@@ -237,14 +249,22 @@ def load_entries(store: Store) -> tuple[list[http.HTTPFlow], int]:
             name = key.decode(errors="replace")
             logger.warning("unreadable cache entry %s (%s): not loaded", name, e)
             continue
-        flow = entry_to_flow(entry)
-        of, n = slots.position(entry)
-        place = f" · slot {n} of {of[:SHOWN_KEY]}" if n > 1 else ""
-        error = errormark.error_of(entry.meta, entry.response.status)
-        if error is not None:
-            flow.marked = ERROR_MARKER
-            place += f" · error: {error}"
-        if place:
-            flow.comment = comment("entry", entry.key, f"recorded {when(entry.recorded_at)}{place}")
-        flows.append(flow)
+        if wsrecords.is_session(entry):
+            flows.extend(entry_to_flows(entry))  # a flow per take, commented as such
+        else:
+            flows.append(_entry_flow(entry))
     return flows, unreadable
+
+
+def _entry_flow(entry: records.Entry) -> http.HTTPFlow:
+    """An HTTP entry's flow, its comment naming its slot and why it is an error, if it is."""
+    flow = entry_to_flow(entry)
+    of, n = slots.position(entry)
+    place = f" · slot {n} of {of[:SHOWN_KEY]}" if n > 1 else ""
+    error = errormark.error_of(entry.meta, entry.response.status)
+    if error is not None:
+        flow.marked = ERROR_MARKER
+        place += f" · error: {error}"
+    if place:
+        flow.comment = comment("entry", entry.key, f"recorded {when(entry.recorded_at)}{place}")
+    return flow

@@ -79,10 +79,10 @@ def entry_of(
     session: wsrecords.Session,
     secrets: list[bytes],
     rules: KeyRules,
-    run: int,
+    run: int | None,
 ) -> records.Entry:
     """The entry: the handshake as stored, the 101 without per-connection headers, and the
-    session's messages as its chunks."""
+    session's messages as its chunks; `run`: the proxy run that recorded it (None: imported)."""
     assert flow.response is not None
     stored = flows.stored_response(flow.response, secrets, None, rules)
     assert stored is not None  # a 101 has no body to decode
@@ -93,7 +93,9 @@ def entry_of(
         recorded_at=time.time(),
         request=flows.stored_request(flow.request, rules, secrets),
         response=replace(stored, headers=headers, chunks=chunks, offsets=offsets),
-        meta={wsrecords.META_KEY: meta, "recorded_run": run},
+        meta={wsrecords.META_KEY: meta}
+        if run is None
+        else {wsrecords.META_KEY: meta, "recorded_run": run},
     )
 
 
