@@ -24,6 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
+from websockets.exceptions import ConnectionClosed
 
 from provider_cache.storage.store import Store
 from tests.conftest import PROVIDER_HOSTS
@@ -279,3 +280,61 @@ def test_mitmweb_marks_hits_and_misses_and_forgets_from_the_command_bar(
     assert chat("Say hello") == "miss"  # forgotten: forwarded and recorded again
     assert fake.served == served + 1
     expect(rows(page, "cache miss")).to_have_count(4)
+
+
+def test_mitmweb_shows_a_stored_websocket_session_and_where_a_live_one_diverged(
+    page: Page, tmp_path: Path
+) -> None:
+    """A session recorded by mitmdump, then `cache.load` in mitmweb: its flow lists the
+    messages with their directions; a replayed session that says something else is ❌
+    `diverged at client message N`."""
+    from tests.e2e.test_websocket import SCRIPTS, open_session
+    from tests.support.fake_ws import FakeWebSocketProvider
+
+    url, headers, _opening, script = SCRIPTS["openai-responses"]
+    cache_dir = tmp_path / "cache"
+    with FakeWebSocketProvider(tmp_path / "fake-ws") as fake:
+        recording = Mitmdump(
+            workdir=tmp_path,
+            cache_dir=cache_dir,
+            options={"cache_mode": "record"},
+            resolve={"api.openai.com": fake.port},
+            upstream_ca=fake.ca_path,
+        ).start()
+        with open_session(recording, url, headers) as ws:
+            ws.send(script[0][0])
+            answers = [ws.recv(timeout=5) for _ in range(script[0][1])]
+        recording.stop()
+    token, web_port = secrets.token_hex(16), free_port()
+    web = Mitmdump(
+        workdir=tmp_path,
+        cache_dir=cache_dir,
+        program="mitmweb",
+        options={
+            "cache_mode": "replay",
+            "web_port": str(web_port),
+            "web_open_browser": "false",
+            "web_password": token,
+        },
+        resolve={"api.openai.com": free_port()},  # no provider: replay only
+    ).start()
+    try:
+        wait_for_port(web_port)
+        page.goto(f"http://127.0.0.1:{web_port}/?token={token}")
+        run_command(page, "cache.load")
+        stored = rows(page, f"websocket, {1 + len(answers)} messages")
+        expect(stored).to_have_count(1)
+        expect(stored.locator(".marker")).to_have_text("💾")
+        stored.locator("td.col-path").click()
+        page.get_by_text("WebSocket", exact=True).click()
+        expect(page.get_by_text(answers[-1][:40])).to_be_visible()
+
+        with open_session(web, url, headers) as ws:
+            ws.send('{"type": "response.create", "input": "something else"}')
+            with pytest.raises(ConnectionClosed):
+                ws.recv(timeout=5)
+        diverged = rows(page, "diverged at client message 0")
+        expect(diverged).to_have_count(1)
+        expect(diverged.locator(".marker")).to_have_text("❌")
+    finally:
+        web.stop()
