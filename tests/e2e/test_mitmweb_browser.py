@@ -336,5 +336,8 @@ def test_mitmweb_shows_a_stored_websocket_session_and_where_a_live_one_diverged(
         diverged = rows(page, "diverged at client message 0")
         expect(diverged).to_have_count(1)
         expect(diverged.locator(".marker")).to_have_text("❌")
+        page.get_by_text("Flow List", exact=True).click()  # the menu with the Search box
+        search(page, "~websocket")  # docs/mitmweb.md's filter: the stored and the live one
+        expect(rows(page)).to_have_count(2)
     finally:
         web.stop()
