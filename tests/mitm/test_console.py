@@ -17,8 +17,10 @@ from mitmproxy import http
 from mitmproxy.addonmanager import Loader
 from mitmproxy.addons.dumper import Dumper
 from mitmproxy.proxy.layers.http import HttpErrorHook, HttpResponseHook
-from mitmproxy.proxy.layers.websocket import WebsocketMessageHook
+from mitmproxy.proxy.layers.websocket import WebsocketEndHook, WebsocketMessageHook
 from mitmproxy.test import taddons, tflow
+from mitmproxy.websocket import WebSocketMessage
+from wsproto.frame_protocol import Opcode
 
 from provider_cache.mitm.console import ConsoleGuard, RedactingDumper
 from provider_cache.mitm.hooks import ProviderCache
@@ -194,3 +196,29 @@ def test_the_raw_protocol_trace_is_named_as_printing_secrets(cache, caplog):
         assert "API keys included" not in caplog.text  # not traced at the default verbosity
         ctx.options.update(termlog_verbosity="debug")
         assert caplog.text.count("proxy_debug with termlog_verbosity=debug") == 1
+
+
+def test_a_websocket_sessions_handshake_is_redacted_once_not_per_message(tctx, console):
+    """A long session prints a line per message: the handshake's secrets are gathered at
+    its first one and kept until it ends; every message is still scrubbed of them."""
+    flow = tflow.twebsocketflow()
+    flow.request.path = f"/ws?key={secrets.QUERY_KEY}"
+    flow.request.headers["sec-websocket-protocol"] = f"openai-insecure-api-key.{secrets.OPENAI_KEY}"
+    dumper = tctx.master.addons.get(RedactingDumper.name)
+    tctx.options.update(flow_detail=3)
+    assert flow.websocket is not None
+    for n in range(3):
+        flow.websocket.messages.append(
+            WebSocketMessage(Opcode.TEXT, n % 2 == 0, f"{n} echo {secrets.OPENAI_KEY}".encode())
+        )
+        tctx.master.addons.trigger(WebsocketMessageHook(flow))
+        if n == 0:
+            (first,) = dumper.sessions.values()
+    assert list(dumper.sessions.values()) == [first]  # kept, not worked out again
+    output = console.getvalue()
+    assert leaked(output) == [] and output.count("echo <redacted>") == 3
+    tctx.options.update(flow_detail=1)  # another level: another redacted handshake
+    tctx.master.addons.trigger(WebsocketMessageHook(flow))
+    assert dumper.sessions[flow.id][0] == 1
+    tctx.master.addons.trigger(WebsocketEndHook(flow))
+    assert dumper.sessions == {}

@@ -29,6 +29,7 @@ from provider_cache.core import redact
 from provider_cache.core.keys import KeyRules
 from provider_cache.mitm.flows import query_of
 from provider_cache.mitm.hooks import ProviderCache
+from provider_cache.mitm.wsrecording import handshake_secrets
 
 logger = logging.getLogger(__name__)
 
@@ -37,13 +38,13 @@ logger = logging.getLogger(__name__)
 COOKIE_HEADERS = frozenset({b"set-cookie", b"set-cookie2"})
 #: The name mitmproxy's AddonManager knows the stock Dumper by (its class name, lower case).
 STOCK_DUMPER = "dumper"
+#: WebSocket sessions whose redacted handshake is kept at once (each is dropped at its end).
+MAX_SESSIONS = 1024
 
 
-def shown_flow(
-    flow: http.HTTPFlow, rules: KeyRules, detail: int, *, last_message: bool = False
-) -> http.HTTPFlow:
+def shown_flow(flow: http.HTTPFlow, rules: KeyRules, detail: int) -> http.HTTPFlow:
     """A copy of `flow` for printing at flow_detail `detail`: what that level shows of it,
-    every secret redacted. With `last_message`, its last WebSocket message too."""
+    every secret redacted (a WebSocket message: RedactingDumper.websocket_message)."""
     request = flow.request
     headers = list(request.headers.fields)
     fields: dict[str, list[str]] = {}
@@ -56,10 +57,6 @@ def shown_flow(
         shown.response = _shown_response(flow.response, rules, secrets, detail)
     if flow.error is not None:
         shown.error = mflow.Error(_scrub_text(flow.error.msg, secrets), flow.error.timestamp)
-    if last_message and flow.websocket is not None and flow.websocket.messages:
-        message = copy.copy(flow.websocket.messages[-1])
-        message.content = redact.scrub(message.content, secrets)
-        shown.websocket = WebSocketData(messages=[message])
     return shown
 
 
@@ -157,6 +154,8 @@ class RedactingDumper(Dumper):
         self.out_has_vt_codes = stock.out_has_vt_codes
         self.filter = stock.filter  # dumper_filter, as parsed; configure() keeps it current
         self.cache = cache
+        #: A WebSocket session's detail level, redacted handshake and secrets, by flow id.
+        self.sessions: dict[str, tuple[int, http.HTTPFlow, list[bytes]]] = {}
 
     def load(self, loader: Loader) -> None:
         """Nothing to declare: the stock Dumper declared its options, and declaring them again
@@ -166,9 +165,28 @@ class RedactingDumper(Dumper):
         super().echo_flow(shown_flow(f, self.cache.keyer.rules, ctx.options.flow_detail))
 
     def websocket_message(self, f: http.HTTPFlow) -> None:
-        if self.match(f):  # the Dumper matches again, on the copy: the same answer
-            rules, detail = self.cache.keyer.rules, ctx.options.flow_detail
-            super().websocket_message(shown_flow(f, rules, detail, last_message=True))
+        """Each message scrubbed of the handshake's secrets, which are gathered (and the
+        handshake redacted) once per session and detail level, not once per message."""
+        if f.websocket is None or not f.websocket.messages or not self.match(f):
+            return  # the Dumper matches again, on the copy: the same answer
+        detail = ctx.options.flow_detail
+        known = self.sessions.get(f.id)
+        if known is None or known[0] != detail:
+            if len(self.sessions) >= MAX_SESSIONS:  # a session that never ended: forget one
+                self.sessions.pop(next(iter(self.sessions)))
+            handshake = shown_flow(f, self.cache.keyer.rules, detail)
+            secrets = handshake_secrets(f.request, self.cache.keyer.rules)
+            known = self.sessions[f.id] = (detail, handshake, secrets)
+        _, handshake, secrets = known
+        message = copy.copy(f.websocket.messages[-1])
+        message.content = redact.scrub(message.content, secrets)
+        shown = copy.copy(handshake)
+        shown.websocket = WebSocketData(messages=[message])
+        super().websocket_message(shown)
+
+    def websocket_end(self, f: http.HTTPFlow) -> None:
+        self.sessions.pop(f.id, None)
+        super().websocket_end(f)
 
 
 class ConsoleGuard:
