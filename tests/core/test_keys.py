@@ -1105,3 +1105,53 @@ def test_property_key_for_never_raises_on_any_header_path_or_query(
         BASE, headers=tuple(headers), path=path, query=query, host=host, port=port
     )
     assert re.fullmatch(r"[0-9a-f]{64}", key(req))
+
+
+# --- form bodies (application/x-www-form-urlencoded) -----------------------------------------
+
+FORM = "application/x-www-form-urlencoded"
+
+
+def form_req(body: bytes, content_type: str = FORM) -> RequestParts:
+    return json_req(body, content_type)
+
+
+def test_a_form_bodys_secret_counts_by_presence_and_is_never_in_the_normal_form() -> None:
+    """An OAuth token request: a rotated client secret keeps the key, and the normal form
+    (which the stats file lists for a miss) never holds it."""
+    one = form_req(b"grant_type=client_credentials&client_id=app&client_secret=s3cr3t-0001")
+    two = form_req(b"grant_type=client_credentials&client_id=app&client_secret=s3cr3t-0002")
+    assert key(one) == key(two)
+    normalized = normalize(one, RULES)
+    assert b"s3cr3t" not in normalized["body"]
+    assert normalized["body"] == (
+        b"grant_type=client_credentials&client_id=app&client_secret=%3Credacted%3E"
+    )
+    assert key(one) != key(
+        form_req(b"grant_type=client_credentials&client_id=other&client_secret=x")
+    )
+    assert key(form_req(b"api_key=k1&prompt=hi")) == key(form_req(b"api_key=k2&prompt=hi"))
+    assert key(form_req(b"api_key=k1&prompt=hi")) != key(form_req(b"api_key=k1&prompt=ho"))
+
+
+def test_a_form_body_without_secrets_keys_as_before() -> None:
+    """Its bytes as sent, kind raw: recordings made before form secrets were redacted hit
+    (the key pinned is the one the version before computed)."""
+    body = b"b=2&a=1&empty=&flag"
+    assert normalize(form_req(body), RULES)["body"] == body
+    assert normalize(form_req(body), RULES)["body_kind"] == "raw"
+    assert key(form_req(body)) == "0944e93f8f0ea420dee807f63a23c3156260a710d5391796c9ba9bd4cb24eb41"
+
+
+def test_a_compressed_form_body_is_redacted_after_decoding() -> None:
+    body = gzip.compress(b"client_secret=s3cr3t-0001&scope=all")
+    request = dataclasses.replace(
+        BASE, headers=(("content-type", FORM), ("content-encoding", "gzip")), body=body
+    )
+    assert normalize(request, RULES)["body"] == b"client_secret=%3Credacted%3E&scope=all"
+
+
+def test_a_body_that_only_looks_like_a_form_is_keyed_as_sent() -> None:
+    assert (
+        normalize(form_req(b"client_secret=x", "text/plain"), RULES)["body"] == b"client_secret=x"
+    )

@@ -13,10 +13,10 @@ from provider_cache.core.keys import KeyRules
 from provider_cache.core.redact import (
     MIN_SCRUB_LENGTH,
     REDACTED_BYTES,
-    json_secret_fields,
+    body_secret_fields,
     redact_account_headers,
+    redact_body_fields,
     redact_headers,
-    redact_json_fields,
     redact_query,
     redact_url,
     scrub,
@@ -420,31 +420,31 @@ def test_scrub_removes_a_percent_encoded_or_base64_echo_of_a_secret() -> None:
 JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
-def test_json_secret_fields_at_any_depth() -> None:
+def test_body_secret_fields_at_any_depth() -> None:
     body = b'{"model":"m","config":[{"api_key":"sk-body-secret-1"}],"apiKey":"sk-body-secret-2"}'
-    fields = json_secret_fields(body, JSON_HEADERS, RULES)
+    fields = body_secret_fields(body, JSON_HEADERS, RULES)
     assert fields == {"api_key": ["sk-body-secret-1"], "apiKey": ["sk-body-secret-2"]}
     found = secret_values(JSON_HEADERS, "", RULES, fields)
     assert b"sk-body-secret-1" in found and b"sk-body-secret-2" in found
-    assert json_secret_fields(b'{"max_tokens":"sk-not-a-secret"}', JSON_HEADERS, RULES) == {}
-    assert json_secret_fields(b'{"password":{"type":"string"}}', JSON_HEADERS, RULES) == {}
-    assert json_secret_fields(b"not json", JSON_HEADERS, RULES) == {}
+    assert body_secret_fields(b'{"max_tokens":"sk-not-a-secret"}', JSON_HEADERS, RULES) == {}
+    assert body_secret_fields(b'{"password":{"type":"string"}}', JSON_HEADERS, RULES) == {}
+    assert body_secret_fields(b"not json", JSON_HEADERS, RULES) == {}
     plain = [(b"content-type", b"text/plain")]
-    assert json_secret_fields(b'{"api_key":"sk-body-secret-1"}', plain, RULES) == {}
+    assert body_secret_fields(b'{"api_key":"sk-body-secret-1"}', plain, RULES) == {}
     gzipped = [*JSON_HEADERS, (b"Content-Encoding", b"gzip")]
     compressed = gzip.compress(b'{"api_key":"sk-body-secret-1"}')
-    assert json_secret_fields(compressed, gzipped, RULES) == {"api_key": ["sk-body-secret-1"]}
+    assert body_secret_fields(compressed, gzipped, RULES) == {"api_key": ["sk-body-secret-1"]}
 
 
-def test_redact_json_fields_replaces_secret_values_of_any_length_in_place() -> None:
+def test_redact_body_fields_replaces_secret_values_of_any_length_in_place() -> None:
     body = b'{"model": "m", "auth": {"password" : "hunter2"}, "token":"t\\"1", "n": "hunter2"}'
-    redacted = redact_json_fields(body, JSON_HEADERS, json_secret_fields(body, JSON_HEADERS, RULES))
+    redacted = redact_body_fields(body, JSON_HEADERS, body_secret_fields(body, JSON_HEADERS, RULES))
     assert redacted == (
         b'{"model": "m", "auth": {"password" : "<redacted>"}, "token":"<redacted>", "n": "hunter2"}'
     )
-    assert redact_json_fields(b'{"model":"m"}', JSON_HEADERS, {}) == b'{"model":"m"}'
+    assert redact_body_fields(b'{"model":"m"}', JSON_HEADERS, {}) == b'{"model":"m"}'
     gzipped = [*JSON_HEADERS, (b"content-encoding", b"gzip")]
-    assert redact_json_fields(b"\x1f\x8b", gzipped, {"token": ["x"]}) == b"\x1f\x8b"
+    assert redact_body_fields(b"\x1f\x8b", gzipped, {"token": ["x"]}) == b"\x1f\x8b"
 
 
 def test_account_headers_are_redacted_and_scrubbed_unless_kept() -> None:
@@ -476,3 +476,20 @@ def test_a_key_sent_as_a_websocket_subprotocol_is_a_secret() -> None:
     assert_secrets(secret_values([header], "", RULES), b"sk-proj-sub12345")
     plain = (b"sec-websocket-protocol", b"realtime, chat.v2-longer-name")
     assert secret_values([plain], "", RULES) == []
+
+
+FORM_HEADERS = [(b"content-type", b"application/x-www-form-urlencoded")]
+
+
+def test_a_form_bodys_secret_fields_are_found_and_redacted_in_place() -> None:
+    body = b"grant_type=client_credentials&client_secret=s3cr3t%2Bvalue-0001&api_key=short"
+    fields = body_secret_fields(body, FORM_HEADERS, RULES)
+    assert fields == {"client_secret": ["s3cr3t+value-0001"], "api_key": ["short"]}
+    redacted = redact_body_fields(body, FORM_HEADERS, fields)
+    assert redacted == (
+        b"grant_type=client_credentials&client_secret=%3Credacted%3E&api_key=%3Credacted%3E"
+    )
+    echoed = b'{"echo": "s3cr3t%2Bvalue-0001", "raw": "s3cr3t+value-0001"}'
+    secrets = secret_values([], "", RULES, fields)
+    assert scrub(echoed, secrets) == b'{"echo": "<redacted>", "raw": "<redacted>"}'
+    assert body_secret_fields(b"grant_type=x&client_id=y", FORM_HEADERS, RULES) == {}

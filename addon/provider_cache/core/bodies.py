@@ -18,6 +18,7 @@ from email.utils import collapse_rfc2231_value
 from itertools import chain, repeat
 from operator import itemgetter
 from typing import Protocol, cast
+from urllib.parse import parse_qsl, unquote_plus
 
 import brotli
 import msgpack
@@ -38,6 +39,47 @@ def strip_boundary(content_type: str) -> str:
 def is_json_type(content_type: str) -> bool:
     mime = content_type.split(";", 1)[0].strip().lower()
     return mime == "application/json" or mime.endswith("+json")
+
+
+FORM_TYPE = "application/x-www-form-urlencoded"
+#: What a secret form value becomes in the key and where stored (core/keys.py's REDACTED,
+#: percent-encoded as a form value is).
+FORM_REDACTED = b"%3Credacted%3E"
+
+
+def is_form_type(content_type: str) -> bool:
+    return content_type.split(";", 1)[0].strip().lower() == FORM_TYPE
+
+
+def _form_name(field: bytes) -> str:
+    return unquote_plus(field.decode("latin-1"), errors="surrogateescape")
+
+
+def form_secret_values(body: bytes, is_secret: Callable[[str], bool]) -> dict[str, list[str]]:
+    """The values of a form body's secret fields, decoded, by field name (a form body is
+    `name=value&…`, percent-encoded, as an OAuth token request sends its client secret)."""
+    found: dict[str, list[str]] = {}
+    for name, value in parse_qsl(
+        body.decode("latin-1"), keep_blank_values=True, errors="surrogateescape"
+    ):
+        if value and is_secret(name):
+            found.setdefault(name, []).append(value)
+    return found
+
+
+def redact_form(body: bytes, is_secret: Callable[[str], bool]) -> bytes:
+    """The form body with each secret field's value replaced by the marker, every other
+    byte as sent (so a body without secrets is returned as it is, and keys as before)."""
+    if b"=" not in body:
+        return body
+    fields = body.split(b"&")
+    changed = False
+    for n, field in enumerate(fields):
+        name, eq, value = field.partition(b"=")
+        if eq and value and is_secret(_form_name(name)):
+            fields[n] = name + eq + FORM_REDACTED
+            changed = True
+    return b"&".join(fields) if changed else body
 
 
 # --- content codings -------------------------------------------------------------------------
@@ -169,10 +211,14 @@ def decode_content(body: bytes, content_encoding: str, limit: int = DECODE_LIMIT
 
 
 def canonical_body(
-    body: bytes, headers: dict[str, str], decoder: json.JSONDecoder | None = None
+    body: bytes,
+    headers: dict[str, str],
+    decoder: json.JSONDecoder | None = None,
+    form_secret: Callable[[str], bool] | None = None,
 ) -> tuple[bytes, str]:
     """The body as keyed, and what kind of canonical form it got (a body that would decode
-    past DECODE_LIMIT is keyed by its encoded bytes; `decoder`: canonical_json's)."""
+    past DECODE_LIMIT is keyed by its encoded bytes; `decoder`: canonical_json's;
+    `form_secret`: the fields of a form body whose values count by presence)."""
     try:
         decoded = decode_content(body, headers.get("content-encoding", ""))
     except TooLarge:
@@ -188,6 +234,8 @@ def canonical_body(
         parts = canonical_multipart(decoded, content_type)
         if parts is not None:
             return parts, "multipart"
+    elif form_secret is not None and is_form_type(content_type):
+        return redact_form(decoded, form_secret), "raw"  # keyed as sent, but for its secrets
     return decoded, "raw"
 
 

@@ -346,6 +346,11 @@ class KeyRules:
         """A JSON body field whose string value is a secret (at any depth)."""
         return self._secret_field(name)
 
+    def is_form_secret(self, name: str) -> bool:
+        """A field of a form body whose value is a secret: named as a secret query
+        parameter or JSON field is (`client_secret`, `api_key`, `assertion`, …)."""
+        return self._secret_param(name) or self._secret_field(name)
+
 
 def _text(raw: bytes) -> str:
     """A header name or value as mitmproxy's `Headers` decodes it."""
@@ -371,7 +376,9 @@ def normalize(req: RequestParts, rules: KeyRules) -> dict:
     if rules.user is not None:
         return _normalize_with(rules.user, req, rules)
     headers = normalize_headers(req.headers, rules)
-    body, body_kind = bodies.canonical_body(req.body, dict(headers), rules.json_decoder)
+    body, body_kind = bodies.canonical_body(
+        req.body, dict(headers), rules.json_decoder, rules.is_form_secret
+    )
     return _normalized(req, rules, headers, body, body_kind, normalize_query(req.query, rules))
 
 
@@ -406,7 +413,7 @@ def _normalize_with(user: UserRules, req: RequestParts, rules: KeyRules) -> dict
     parse of the body, the patterns on a body that is not JSON and on query values."""
     headers = normalize_headers(req.headers, rules)
     decoder = user.decoder(rules.json_decoder)
-    body, body_kind = bodies.canonical_body(req.body, dict(headers), decoder)
+    body, body_kind = bodies.canonical_body(req.body, dict(headers), decoder, rules.is_form_secret)
     counts = decoder.counts if body_kind == "json" else {}  # not JSON after all: raw below
     if body_kind == "raw":
         body = user.raw_body(body, counts)

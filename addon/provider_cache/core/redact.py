@@ -16,7 +16,13 @@ import re
 from collections.abc import Mapping, Sequence
 from urllib.parse import parse_qsl, quote, quote_plus, urlencode, urlsplit, urlunsplit
 
-from provider_cache.core.bodies import decode_content, is_json_type
+from provider_cache.core.bodies import (
+    decode_content,
+    form_secret_values,
+    is_form_type,
+    is_json_type,
+    redact_form,
+)
 from provider_cache.core.keys import REDACTED, KeyRules
 
 REDACTED_BYTES = REDACTED.encode()
@@ -96,12 +102,15 @@ def _header(headers: Headers, wanted: bytes) -> str:
 Fields = Mapping[str, Sequence[str]]
 
 
-def json_secret_fields(body: bytes, headers: Headers, rules: KeyRules) -> dict[str, list[str]]:
-    """The string values of the secret fields of a JSON request body (at any depth), by name.
+def body_secret_fields(body: bytes, headers: Headers, rules: KeyRules) -> dict[str, list[str]]:
+    """The string values of the secret fields of a JSON request body (at any depth), or of a
+    form body (`client_secret=…`), by name.
 
     Parses the body: for recording only (the key puts the marker in while it parses anyway).
     """
-    if not body or not is_json_type(_header(headers, b"content-type")):
+    content_type = _header(headers, b"content-type")
+    is_json, is_form = is_json_type(content_type), is_form_type(content_type)
+    if not body or not (is_json or is_form):
         return {}
     try:
         decoded = decode_content(body, _header(headers, b"content-encoding"))
@@ -109,6 +118,8 @@ def json_secret_fields(body: bytes, headers: Headers, rules: KeyRules) -> dict[s
         return {}
     if decoded is None:
         return {}
+    if is_form:
+        return form_secret_values(decoded, rules.is_form_secret)
     found: dict[str, list[str]] = {}
 
     def collect(pairs: list[tuple[str, object]]) -> list[tuple[str, object]]:
@@ -124,13 +135,15 @@ def json_secret_fields(body: bytes, headers: Headers, rules: KeyRules) -> dict[s
     return found
 
 
-def redact_json_fields(body: bytes, headers: Headers, fields: Fields) -> bytes:
-    """A JSON request body with the string values of its secret `fields` (json_secret_fields)
-    replaced in place, whatever their length (scrub only takes values of MIN_SCRUB_LENGTH
-    and more). The bytes as sent are kept otherwise; an encoded body is left to scrub.
-    """
+def redact_body_fields(body: bytes, headers: Headers, fields: Fields) -> bytes:
+    """A request body with the values of its secret `fields` (body_secret_fields) replaced
+    in place, whatever their length (scrub only takes values of MIN_SCRUB_LENGTH and more).
+    The bytes as sent are kept otherwise; an encoded body is left to scrub. `headers`
+    without a content type: JSON (a WebSocket message's)."""
     if not fields or _header(headers, b"content-encoding").strip().lower() not in ("", "identity"):
         return body
+    if is_form_type(_header(headers, b"content-type")):
+        return redact_form(body, lambda name: name in fields)
     for name in fields:
         written = json.dumps(name, ensure_ascii=False)[1:-1].encode("utf-8", "surrogatepass")
         value = re.compile(rb'("' + re.escape(written) + rb'"\s*:\s*)"(?:[^"\\]|\\.)*"', re.S)
@@ -161,7 +174,7 @@ def secret_values(
     headers: Headers, query: str, rules: KeyRules, fields: Fields | None = None
 ) -> list[bytes]:
     """Every secret the request carried (in its headers, query and the JSON body `fields` of
-    json_secret_fields), in the forms it might be echoed in, longest first."""
+    body_secret_fields), in the forms it might be echoed in, longest first."""
     found: set[bytes] = set()
     for name, value in headers:
         lower = name.decode("latin-1").lower()

@@ -49,7 +49,7 @@ def shown_flow(flow: http.HTTPFlow, rules: KeyRules, detail: int) -> http.HTTPFl
     headers = list(request.headers.fields)
     fields: dict[str, list[str]] = {}
     if detail >= 2:  # a secret of the body may be echoed in headers; parse only when shown
-        fields = redact.json_secret_fields(request.raw_content or b"", headers, rules)
+        fields = redact.body_secret_fields(request.raw_content or b"", headers, rules)
     secrets = redact.secret_values(headers, query_of(request), rules, fields)
     shown = copy.copy(flow)  # what the Dumper reads of it (is_replay, metadata, connections)
     shown.request = _shown_request(request, rules, secrets, fields, detail)
@@ -132,7 +132,8 @@ def _redact_body(message: http.Message, secrets: list[bytes], fields: redact.Fie
         return
     if not body:
         return
-    redacted = redact.scrub(redact.redact_json_fields(body, [], fields), secrets)
+    decoded = [(b"content-type", message.headers.get("content-type", "").encode("latin-1"))]
+    redacted = redact.scrub(redact.redact_body_fields(body, decoded, fields), secrets)
     if redacted != body:
         headers = message.headers.copy()
         message.content = redacted

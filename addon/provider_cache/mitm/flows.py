@@ -69,7 +69,7 @@ def stored_request(
 ) -> StoredRequest:
     """The request as sent, every secret redacted; `fields`: its JSON body's secret fields."""
     headers = list(request.headers.fields)
-    body = redact.redact_json_fields(request.raw_content or b"", headers, fields or {})
+    body = redact.redact_body_fields(request.raw_content or b"", headers, fields or {})
     return StoredRequest(
         method=request.method,
         url=redacted_url(request, rules, secrets),
@@ -127,7 +127,7 @@ def make_entry(
     assert flow.response
     request = flow.request
     headers = list(request.headers.fields)
-    fields = redact.json_secret_fields(request.raw_content or b"", headers, rules)
+    fields = redact.body_secret_fields(request.raw_content or b"", headers, rules)
     secrets = redact.secret_values(headers, query_of(request), rules, fields)
     response = stored_response(flow.response, secrets, chunks, rules, limit, offsets)
     if response is None:

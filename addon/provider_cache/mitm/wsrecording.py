@@ -46,8 +46,8 @@ def take_of(flow: http.HTTPFlow, secrets: list[bytes], rules: KeyRules) -> wsrec
     for message in ws.messages:
         content = message.content
         if message.from_client and message.is_text:
-            fields = redact.json_secret_fields(content, JSON_HEADERS, rules)
-            content = redact.redact_json_fields(content, JSON_HEADERS, fields)
+            fields = redact.body_secret_fields(content, JSON_HEADERS, rules)
+            content = redact.redact_body_fields(content, JSON_HEADERS, fields)
             for name, values in fields.items():
                 found.setdefault(name, []).extend(values)
         contents.append(content)
