@@ -21,7 +21,10 @@ from provider_cache.core.bodies import (
     canonical_json,
     canonical_multipart,
     decode_content,
+    form_secret_values,
+    is_form_type,
     is_json_type,
+    redact_form,
     strip_boundary,
 )
 
@@ -410,3 +413,112 @@ def test_a_request_bomb_is_keyed_by_its_encoded_bytes() -> None:
         bomb, {"content-encoding": "gzip", "content-type": "application/json"}
     )
     assert (body, kind) == (bomb, "raw-encoded")
+
+
+# --- form bodies -----------------------------------------------------------------------------
+
+#: The secret form fields of these tests (the real predicate is KeyRules.is_form_secret).
+SECRET_FORM_FIELDS = frozenset({"client_secret", "api_key"})
+is_secret_form_field = SECRET_FORM_FIELDS.__contains__
+
+
+@pytest.mark.parametrize(
+    ("content_type", "expected"),
+    [
+        ("application/x-www-form-urlencoded", True),
+        ("Application/X-WWW-Form-Urlencoded; charset=utf-8", True),
+        ("multipart/form-data; boundary=x", False),
+        ("application/json", False),
+        ("text/plain", False),
+        ("", False),
+    ],
+)
+def test_is_form_type(content_type: str, expected: bool) -> None:
+    assert is_form_type(content_type) is expected
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        # only the secret values change, every other byte (order, escapes, +) as sent
+        (b"b=2&client_secret=s3&a=1", b"b=2&client_secret=%3Credacted%3E&a=1"),
+        (b"q=a+b%2Fc&api_key=k%2B1", b"q=a+b%2Fc&api_key=%3Credacted%3E"),
+        # a name is matched decoded
+        (b"client%5Fsecret=s3", b"client%5Fsecret=%3Credacted%3E"),
+        # every occurrence of a repeated field
+        (b"api_key=1&api_key=2", b"api_key=%3Credacted%3E&api_key=%3Credacted%3E"),
+        # an empty value or a bare name holds nothing to hide
+        (b"client_secret=&api_key&x=1", b"client_secret=&api_key&x=1"),
+        # no secret field: the body itself
+        (
+            b"grant_type=client_credentials&client_id=app",
+            b"grant_type=client_credentials&client_id=app",
+        ),
+        (b"not a form at all", b"not a form at all"),
+        (b"", b""),
+        # undecodable bytes stay as sent
+        (b"n=\xff&client_secret=\xfe", b"n=\xff&client_secret=%3Credacted%3E"),
+    ],
+)
+def test_redact_form(body: bytes, expected: bytes) -> None:
+    assert redact_form(body, is_secret_form_field) == expected
+
+
+def test_redact_form_returns_a_body_without_secrets_as_the_same_object() -> None:
+    """What keeps the key of such a body as it was, and costs no copy."""
+    body = b"grant_type=client_credentials&client_id=app"
+    assert redact_form(body, is_secret_form_field) is body
+
+
+def test_redact_form_is_idempotent() -> None:
+    """A stored (redacted) request keys as the request that was sent."""
+    once = redact_form(b"a=1&client_secret=s3", is_secret_form_field)
+    assert redact_form(once, is_secret_form_field) == once
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b"client_secret=s3cr3t%2Bvalue&a=1", {"client_secret": ["s3cr3t+value"]}),
+        (b"api_key=with+space", {"api_key": ["with space"]}),
+        (b"api_key=1&api_key=2", {"api_key": ["1", "2"]}),
+        (b"client%5Fsecret=s3", {"client_secret": ["s3"]}),
+        (b"client_secret=&api_key", {}),
+        (b"grant_type=client_credentials", {}),
+        # as sent: UTF-8 decoded, escaped or not; an undecodable byte a lone surrogate
+        ("api_key=sécret".encode(), {"api_key": ["sécret"]}),
+        (b"api_key=s%C3%A9cret", {"api_key": ["sécret"]}),
+        (b"api_key=s\xffcret", {"api_key": ["s\udcffcret"]}),
+    ],
+)
+def test_form_secret_values(body: bytes, expected: dict[str, list[str]]) -> None:
+    assert form_secret_values(body, is_secret_form_field) == expected
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "form_secret", "expected"),
+    [
+        (
+            b"client_secret=s3&a=1",
+            "application/x-www-form-urlencoded",
+            is_secret_form_field,
+            b"client_secret=%3Credacted%3E&a=1",
+        ),
+        # no predicate (the key's callers always give one): as sent
+        (
+            b"client_secret=s3&a=1",
+            "application/x-www-form-urlencoded",
+            None,
+            b"client_secret=s3&a=1",
+        ),
+        # another content type: as sent, even when it reads like a form
+        (b"client_secret=s3&a=1", "text/plain", is_secret_form_field, b"client_secret=s3&a=1"),
+    ],
+)
+def test_canonical_body_of_a_form(
+    body: bytes, content_type: str, form_secret: Callable[[str], bool] | None, expected: bytes
+) -> None:
+    assert canonical_body(body, {"content-type": content_type}, None, form_secret) == (
+        expected,
+        "raw",
+    )

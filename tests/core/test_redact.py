@@ -493,3 +493,25 @@ def test_a_form_bodys_secret_fields_are_found_and_redacted_in_place() -> None:
     secrets = secret_values([], "", RULES, fields)
     assert scrub(echoed, secrets) == b'{"echo": "<redacted>", "raw": "<redacted>"}'
     assert body_secret_fields(b"grant_type=x&client_id=y", FORM_HEADERS, RULES) == {}
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "sécret-value-0001".encode(),  # UTF-8, sent unescaped
+        b"s\xffcret-value-0001",  # not UTF-8 at all
+    ],
+)
+def test_an_echo_of_a_form_secret_is_scrubbed_in_the_bytes_it_was_sent_in(value: bytes) -> None:
+    body = b"grant_type=client_credentials&client_secret=" + value
+    fields = body_secret_fields(body, FORM_HEADERS, RULES)
+    echoed = b'{"echo": "' + value + b'"}'
+    assert scrub(echoed, secret_values([], "", RULES, fields)) == b'{"echo": "<redacted>"}'
+    assert redact_body_fields(body, FORM_HEADERS, fields).endswith(b"client_secret=%3Credacted%3E")
+
+
+def test_a_compressed_form_bodys_secret_fields_are_found() -> None:
+    """The recorder then decodes it to redact them (mitm/flows.py), the key too."""
+    headers = [*FORM_HEADERS, (b"content-encoding", b"gzip")]
+    body = gzip.compress(b"client_secret=s3cr3t-value-0001&scope=all")
+    assert body_secret_fields(body, headers, RULES) == {"client_secret": ["s3cr3t-value-0001"]}

@@ -51,8 +51,14 @@ def is_form_type(content_type: str) -> bool:
     return content_type.split(";", 1)[0].strip().lower() == FORM_TYPE
 
 
+def _form_text(data: bytes) -> str:
+    """Form bytes as text the way a query is read (core/redact.py): UTF-8, an undecodable
+    byte a lone surrogate, so that a decoded value is the text the client sent."""
+    return data.decode("utf-8", "surrogateescape")
+
+
 def _form_name(field: bytes) -> str:
-    return unquote_plus(field.decode("latin-1"), errors="surrogateescape")
+    return unquote_plus(_form_text(field), errors="surrogateescape")
 
 
 def form_secret_values(body: bytes, is_secret: Callable[[str], bool]) -> dict[str, list[str]]:
@@ -60,7 +66,7 @@ def form_secret_values(body: bytes, is_secret: Callable[[str], bool]) -> dict[st
     `name=value&…`, percent-encoded, as an OAuth token request sends its client secret)."""
     found: dict[str, list[str]] = {}
     for name, value in parse_qsl(
-        body.decode("latin-1"), keep_blank_values=True, errors="surrogateescape"
+        _form_text(body), keep_blank_values=True, errors="surrogateescape"
     ):
         if value and is_secret(name):
             found.setdefault(name, []).append(value)

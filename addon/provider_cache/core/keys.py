@@ -348,7 +348,7 @@ class KeyRules:
 
     def is_form_secret(self, name: str) -> bool:
         """A field of a form body whose value is a secret: named as a secret query
-        parameter or JSON field is (`client_secret`, `api_key`, `assertion`, …)."""
+        parameter or JSON field is (`client_secret`, `api_key`, `refresh_token`, …)."""
         return self._secret_param(name) or self._secret_field(name)
 
 

@@ -1,7 +1,7 @@
 """Secret removal for everything that is written down (SPEC §3, §4).
 
 Secret header and query values are replaced by a marker, and so are the string values of
-secret JSON body fields and account identifier headers; any secret value the request
+secret JSON and form body fields and account identifier headers; any secret value the request
 carried is also scrubbed from stored bodies, headers and URLs, in the forms it might be
 echoed in (percent-encoded, base64), in case a provider (or a test double) echoes it back.
 Pure functions.
@@ -10,6 +10,7 @@ Pure functions.
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import json
 import re
@@ -138,8 +139,9 @@ def body_secret_fields(body: bytes, headers: Headers, rules: KeyRules) -> dict[s
 def redact_body_fields(body: bytes, headers: Headers, fields: Fields) -> bytes:
     """A request body with the values of its secret `fields` (body_secret_fields) replaced
     in place, whatever their length (scrub only takes values of MIN_SCRUB_LENGTH and more).
-    The bytes as sent are kept otherwise; an encoded body is left to scrub. `headers`
-    without a content type: JSON (a WebSocket message's)."""
+    The bytes as sent are kept otherwise; an encoded body is returned as it is (the
+    recorder decodes it first, mitm/flows.py). `headers` without a content type: JSON (a
+    WebSocket message's)."""
     if not fields or _header(headers, b"content-encoding").strip().lower() not in ("", "identity"):
         return body
     if is_form_type(_header(headers, b"content-type")):
@@ -170,11 +172,21 @@ def secret_forms(secret: bytes) -> frozenset[bytes]:
     return frozenset(forms)
 
 
+def _field_bytes(value: str) -> set[bytes]:
+    """A body field's value as bytes: UTF-8 with a JSON string's lone surrogates kept, and
+    with a form value's undecodable bytes (lone surrogates too) as they were sent."""
+    found = {value.encode("utf-8", "surrogatepass")}
+    if _UNDECODABLE.search(value):
+        with contextlib.suppress(UnicodeEncodeError):  # other surrogates: JSON's only
+            found.add(value.encode("utf-8", "surrogateescape"))
+    return found
+
+
 def secret_values(
     headers: Headers, query: str, rules: KeyRules, fields: Fields | None = None
 ) -> list[bytes]:
-    """Every secret the request carried (in its headers, query and the JSON body `fields` of
-    body_secret_fields), in the forms it might be echoed in, longest first."""
+    """Every secret the request carried (in its headers, query and the JSON or form body
+    `fields` of body_secret_fields), in the forms it might be echoed in, longest first."""
     found: set[bytes] = set()
     for name, value in headers:
         lower = name.decode("latin-1").lower()
@@ -192,7 +204,8 @@ def secret_values(
         if rules.is_secret_param(param):
             found.add(param_value.encode("utf-8", "surrogateescape"))  # the bytes that were sent
     for values in (fields or {}).values():
-        found.update(v.encode("utf-8", "surrogatepass") for v in values)
+        for text in values:
+            found.update(_field_bytes(text))
     forms = frozenset().union(*(secret_forms(v) for v in found if len(v) >= MIN_SCRUB_LENGTH))
     return sorted(forms, key=len, reverse=True)
 

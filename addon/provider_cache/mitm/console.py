@@ -27,7 +27,7 @@ from mitmproxy.websocket import WebSocketData
 
 from provider_cache.core import redact
 from provider_cache.core.keys import KeyRules
-from provider_cache.mitm.flows import query_of
+from provider_cache.mitm.flows import content_type_of, query_of
 from provider_cache.mitm.hooks import ProviderCache
 from provider_cache.mitm.wsrecording import handshake_secrets
 
@@ -132,7 +132,7 @@ def _redact_body(message: http.Message, secrets: list[bytes], fields: redact.Fie
         return
     if not body:
         return
-    decoded = [(b"content-type", message.headers.get("content-type", "").encode("latin-1"))]
+    decoded = content_type_of(list(message.headers.fields))  # the body's, no coding now
     redacted = redact.scrub(redact.redact_body_fields(body, decoded, fields), secrets)
     if redacted != body:
         headers = message.headers.copy()

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 
 from mitmproxy import http
+from mitmproxy.net import encoding
 
 from provider_cache.core import redact
 from provider_cache.core.bodies import DECODE_LIMIT, decode_content
@@ -67,15 +68,45 @@ def stored_request(
     secrets: list[bytes],
     fields: redact.Fields | None = None,
 ) -> StoredRequest:
-    """The request as sent, every secret redacted; `fields`: its JSON body's secret fields."""
+    """The request as sent, every secret redacted; `fields`: its body's secret fields
+    (redact.body_secret_fields)."""
     headers = list(request.headers.fields)
-    body = redact.redact_body_fields(request.raw_content or b"", headers, fields or {})
+    body = _redacted_body(request, headers, fields or {})
     return StoredRequest(
         method=request.method,
         url=redacted_url(request, rules, secrets),
         headers=redact.scrub_headers(redact.redact_headers(headers, rules), secrets),
         body=redact.scrub(body, secrets),
     )
+
+
+def content_type_of(headers: redact.Headers) -> redact.Headers:
+    """The content-type header alone, as sent: the headers of a decoded body."""
+    return [(name, value) for name, value in headers if name.lower() == b"content-type"]
+
+
+#: Content codings by the name mitmproxy's encoder knows them (x-gzip is gzip's alias).
+_ENCODER_NAMES = {"x-gzip": "gzip"}
+
+
+def _redacted_body(request: http.Request, headers: redact.Headers, fields: redact.Fields) -> bytes:
+    """The body with its secret `fields` redacted. A content-encoded one is decoded,
+    redacted and encoded again as its headers say: scrub cannot find a secret in
+    compressed bytes, which would store it (compressed) otherwise."""
+    raw = request.raw_content or b""
+    codings = [c.strip().lower() for c in request.headers.get("content-encoding", "").split(",")]
+    codings = [c for c in codings if c and c != "identity"]
+    if not fields or not codings:
+        return redact.redact_body_fields(raw, headers, fields)
+    decoded = decode_content(raw, ",".join(codings))  # body_secret_fields decoded it too
+    if decoded is None:
+        return raw
+    body = redact.redact_body_fields(decoded, content_type_of(headers), fields)
+    if body == decoded:
+        return raw
+    for coding in codings:  # applied in the order listed (RFC 9110 §8.4)
+        body = encoding.encode(body, _ENCODER_NAMES.get(coding, coding))
+    return body
 
 
 def stored_response(
