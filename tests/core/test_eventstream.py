@@ -10,6 +10,7 @@ import base64
 import json
 import struct
 import zlib
+from functools import partial
 
 import pytest
 from botocore.eventstream import EventStreamBuffer, ParserError
@@ -26,6 +27,7 @@ from provider_cache.core.eventstream import (
 )
 from provider_cache.core.rejections import CUT_SHORT, INCOMPLETE, STREAM_ERROR, UNDECODABLE
 from tests.support import fake_formats as fake
+from tests.support.checkers import CUTS, SPLITS, assert_any_split_agrees, cases, verdict_of
 
 CONVERSE_PATH = "/model/anthropic.claude-3-haiku-20240307-v1:0/converse-stream"
 INVOKE_PATH = "/model/anthropic.claude-3-haiku-20240307-v1:0/invoke-with-response-stream"
@@ -47,10 +49,7 @@ def chunk_frame(model_event: object) -> bytes:
 
 
 def verdict(path: str, chunks: list[bytes], ended: bool) -> str | None:
-    checker = EventStreamChecker(operation_for(path))
-    for chunk in chunks:
-        checker.feed(chunk)
-    return checker.verdict(ended)
+    return verdict_of(EventStreamChecker(operation_for(path)), chunks, ended)
 
 
 def with_prelude_crc_flipped(frame: bytes) -> bytes:
@@ -200,9 +199,7 @@ TABLE: list[tuple[str, str, list[bytes], bool, str | None]] = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("path", "frames", "ended", "expected"), [t[1:] for t in TABLE], ids=[t[0] for t in TABLE]
-)
+@pytest.mark.parametrize(("path", "frames", "ended", "expected"), cases(TABLE))
 def test_verdict(path: str, frames: list[bytes], ended: bool, expected: str | None) -> None:
     assert verdict(path, frames, ended) == expected
 
@@ -348,20 +345,12 @@ STREAMS = [
 
 
 @settings(max_examples=300, deadline=None)
-@given(
-    stream=st.sampled_from(STREAMS),
-    cut=st.floats(0.0, 1.0),
-    splits=st.lists(st.floats(0.0, 1.0), max_size=12),
-    ended=st.booleans(),
-)
+@given(stream=st.sampled_from(STREAMS), cut=CUTS, splits=SPLITS, ended=st.booleans())
 def test_any_split_gives_the_verdict_of_one_chunk(
     stream: tuple[str, bytes], cut: float, splits: list[float], ended: bool
 ) -> None:
     path, whole = stream
-    body = whole[: round(cut * len(whole))] if cut < 0.9 else whole
-    points = sorted({round(s * len(body)) for s in splits})
-    pieces = [body[a:b] for a, b in zip([0, *points], [*points, len(body)], strict=True)]
-    assert verdict(path, pieces, ended) == verdict(path, [body], ended)
+    assert_any_split_agrees(partial(verdict, path), whole, cut, splits, ended)
 
 
 @settings(max_examples=300, deadline=None)

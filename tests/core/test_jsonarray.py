@@ -11,6 +11,15 @@ from hypothesis import strategies as st
 from provider_cache.core.jsonarray import JSONArrayChecker
 from provider_cache.core.rejections import CUT_SHORT, INCOMPLETE, STREAM_ERROR, UNDECODABLE
 from tests.support import fake_formats as fake
+from tests.support.checkers import (
+    CUTS,
+    SPLITS,
+    assert_any_split_agrees,
+    byte_by_byte,
+    cases,
+    pieces,
+    verdict_of,
+)
 
 
 def gemini(fault: str = "") -> list[bytes]:
@@ -19,10 +28,7 @@ def gemini(fault: str = "") -> list[bytes]:
 
 
 def verdict(chunks: list[bytes], ended: bool) -> str | None:
-    checker = JSONArrayChecker()
-    for chunk in chunks:
-        checker.feed(chunk)
-    return checker.verdict(ended)
+    return verdict_of(JSONArrayChecker(), chunks, ended)
 
 
 ERROR = b',\r\n{"error": {"code": 503, "message": "overloaded", "status": "UNAVAILABLE"}}\r\n'
@@ -64,16 +70,14 @@ TABLE: list[tuple[str, list[bytes], bool, str | None]] = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("chunks", "ended", "expected"), [t[1:] for t in TABLE], ids=[t[0] for t in TABLE]
-)
+@pytest.mark.parametrize(("chunks", "ended", "expected"), cases(TABLE))
 def test_verdict(chunks: list[bytes], ended: bool, expected: str | None) -> None:
     assert verdict(chunks, ended) == expected
 
 
-@pytest.mark.parametrize(("chunks", "ended", "expected"), [t[1:] for t in TABLE])
+@pytest.mark.parametrize(("chunks", "ended", "expected"), cases(TABLE))
 def test_verdict_byte_by_byte(chunks: list[bytes], ended: bool, expected: str | None) -> None:
-    assert verdict([bytes([b]) for b in b"".join(chunks)], ended) == expected
+    assert verdict(byte_by_byte(chunks), ended) == expected
 
 
 def test_the_pieces_are_kept_as_they_came_not_copied() -> None:
@@ -100,19 +104,11 @@ STREAMS = [
 
 
 @settings(max_examples=400, deadline=None)
-@given(
-    whole=st.sampled_from(STREAMS),
-    cut=st.floats(0.0, 1.0),
-    splits=st.lists(st.floats(0.0, 1.0), max_size=12),
-    ended=st.booleans(),
-)
+@given(whole=st.sampled_from(STREAMS), cut=CUTS, splits=SPLITS, ended=st.booleans())
 def test_any_split_gives_the_verdict_of_one_chunk(
     whole: bytes, cut: float, splits: list[float], ended: bool
 ) -> None:
-    body = whole[: round(cut * len(whole))] if cut < 0.9 else whole
-    points = sorted({round(s * len(body)) for s in splits})
-    pieces = [body[a:b] for a, b in zip([0, *points], [*points, len(body)], strict=True)]
-    assert verdict(pieces, ended) == verdict([body], ended)
+    assert_any_split_agrees(verdict, whole, cut, splits, ended)
 
 
 @settings(max_examples=300, deadline=None)
@@ -132,8 +128,6 @@ def test_any_split_gives_the_verdict_of_one_chunk(
 def test_any_json_array_in_any_pieces_is_complete(value: list, splits: list[float]) -> None:
     """The scanner agrees with json.loads on arrays of any JSON, split anywhere."""
     body = json.dumps(value).encode()
-    points = sorted({round(s * len(body)) for s in splits})
-    pieces = [body[a:b] for a, b in zip([0, *points], [*points, len(body)], strict=True)]
     last = value[-1] if value else None
     expected = STREAM_ERROR if isinstance(last, dict) and "error" in last else None
-    assert verdict(pieces, True) == expected
+    assert verdict(pieces(body, splits), True) == expected

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from provider_cache.core.ndjson import NDJSONChecker
 from provider_cache.core.rejections import CUT_SHORT, INCOMPLETE, STREAM_ERROR, UNDECODABLE
 from tests.support import fake_formats as fake
+from tests.support.checkers import CUTS, SPLITS, assert_any_split_agrees, cases, verdict_of
 
 
 def ollama(fault: str = "") -> list[bytes]:
@@ -16,10 +17,7 @@ def ollama(fault: str = "") -> list[bytes]:
 
 
 def verdict(chunks: list[bytes], ended: bool) -> str | None:
-    checker = NDJSONChecker()
-    for chunk in chunks:
-        checker.feed(chunk)
-    return checker.verdict(ended)
+    return verdict_of(NDJSONChecker(), chunks, ended)
 
 
 DONE = ollama()[-1]
@@ -61,9 +59,7 @@ TABLE: list[tuple[str, list[bytes], bool, str | None]] = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("chunks", "ended", "expected"), [t[1:] for t in TABLE], ids=[t[0] for t in TABLE]
-)
+@pytest.mark.parametrize(("chunks", "ended", "expected"), cases(TABLE))
 def test_verdict(chunks: list[bytes], ended: bool, expected: str | None) -> None:
     assert verdict(chunks, ended) == expected
 
@@ -89,16 +85,8 @@ STREAMS = [
 
 
 @settings(max_examples=300, deadline=None)
-@given(
-    whole=st.sampled_from(STREAMS),
-    cut=st.floats(0.0, 1.0),
-    splits=st.lists(st.floats(0.0, 1.0), max_size=12),
-    ended=st.booleans(),
-)
+@given(whole=st.sampled_from(STREAMS), cut=CUTS, splits=SPLITS, ended=st.booleans())
 def test_any_split_gives_the_verdict_of_one_chunk(
     whole: bytes, cut: float, splits: list[float], ended: bool
 ) -> None:
-    body = whole[: round(cut * len(whole))] if cut < 0.9 else whole
-    points = sorted({round(s * len(body)) for s in splits})
-    pieces = [body[a:b] for a, b in zip([0, *points], [*points, len(body)], strict=True)]
-    assert verdict(pieces, ended) == verdict([body], ended)
+    assert_any_split_agrees(verdict, whole, cut, splits, ended)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 
 import pytest
 from hypothesis import given, settings
@@ -11,6 +12,14 @@ from hypothesis import strategies as st
 from provider_cache.core.rejections import CUT_SHORT, INCOMPLETE, STREAM_ERROR
 from provider_cache.core.sse import GENERIC, EventParser, SSEChecker, dialect_for
 from tests.support import fake_formats as fake
+from tests.support.checkers import (
+    CUTS,
+    SPLITS,
+    assert_any_split_agrees,
+    byte_by_byte,
+    cases,
+    verdict_of,
+)
 
 CHAT = "/v1/chat/completions"
 RESPONSES = "/v1/responses"
@@ -21,10 +30,7 @@ UNKNOWN = "/v1/something/else"
 
 
 def verdict(path: str, chunks: list[bytes], ended: bool) -> str | None:
-    checker = SSEChecker(dialect_for(path))
-    for chunk in chunks:
-        checker.feed(chunk)
-    return checker.verdict(ended)
+    return verdict_of(SSEChecker(dialect_for(path)), chunks, ended)
 
 
 def delta(text: str) -> bytes:
@@ -151,19 +157,16 @@ TABLE: list[tuple[str, str, list[bytes], bool, str | None]] = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("path", "chunks", "ended", "expected"), [t[1:] for t in TABLE], ids=[t[0] for t in TABLE]
-)
+@pytest.mark.parametrize(("path", "chunks", "ended", "expected"), cases(TABLE))
 def test_verdict(path: str, chunks: list[bytes], ended: bool, expected: str | None) -> None:
     assert verdict(path, chunks, ended) == expected
 
 
-@pytest.mark.parametrize(("path", "chunks", "ended", "expected"), [t[1:] for t in TABLE[:12]])
+@pytest.mark.parametrize(("path", "chunks", "ended", "expected"), cases(TABLE[:12]))
 def test_verdict_byte_by_byte(
     path: str, chunks: list[bytes], ended: bool, expected: str | None
 ) -> None:
-    one_byte_chunks = [bytes([b]) for b in b"".join(chunks)]
-    assert verdict(path, one_byte_chunks, ended) == expected
+    assert verdict(path, byte_by_byte(chunks), ended) == expected
 
 
 def test_asking_twice_gives_the_same_verdict() -> None:
@@ -264,21 +267,13 @@ STREAMS = [
 
 
 @settings(max_examples=300, deadline=None)
-@given(
-    stream=st.sampled_from(STREAMS),
-    cut=st.floats(0.0, 1.0),
-    splits=st.lists(st.floats(0.0, 1.0), max_size=12),
-    ended=st.booleans(),
-)
+@given(stream=st.sampled_from(STREAMS), cut=CUTS, splits=SPLITS, ended=st.booleans())
 def test_any_split_gives_the_verdict_of_one_chunk(
     stream: tuple[str, bytes], cut: float, splits: list[float], ended: bool
 ) -> None:
     """A stream cut anywhere (or whole), fed in any pieces, is judged as fed in one."""
     path, whole = stream
-    body = whole[: round(cut * len(whole))] if cut < 0.9 else whole
-    points = sorted({round(s * len(body)) for s in splits})
-    pieces = [body[a:b] for a, b in zip([0, *points], [*points, len(body)], strict=True)]
-    assert verdict(path, pieces, ended) == verdict(path, [body], ended)
+    assert_any_split_agrees(partial(verdict, path), whole, cut, splits, ended)
 
 
 def test_the_whole_streams_of_the_property_are_complete() -> None:

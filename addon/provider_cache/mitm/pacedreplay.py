@@ -3,9 +3,10 @@
 mitmproxy sends a response that an addon sets in `request` in one piece (its HTTP layer's
 `send_response`), and its ASGI addon buffers the whole body too: neither can pace. So a
 paced hit is forwarded instead — never to the provider: to this module's server on
-127.0.0.1, in the proxy's own process and event loop, which sends the stored status and
-headers at once and each chunk when it is due. `flow.response.stream`, set when those
-headers arrive (`responseheaders`), makes mitmproxy pass every chunk on as it comes.
+127.0.0.1, in the proxy's own process and event loop (mitm/loopback.py), which sends the
+stored status and headers at once and each chunk when it is due. `flow.response.stream`,
+set when those headers arrive (`responseheaders`), makes mitmproxy pass every chunk on as
+it comes.
 
 The flow's request is pointed at the server in `request` and given its own scheme, host,
 port and path back once the answer's headers are in, so mitmweb, flow files and the other
@@ -24,10 +25,10 @@ from mitmproxy import http
 
 from provider_cache.core.pacing import due_times
 from provider_cache.mitm import flows
+from provider_cache.mitm.loopback import HOST, Loopback, OnLoopback, Target
 
 logger = logging.getLogger(__name__)
 
-HOST = "127.0.0.1"
 #: The path a paced flow asks the server for, followed by the flow's id.
 PATH = "/provider-cache-pace/"
 #: A request head longer than this is not mitmproxy's: the connection is dropped.
@@ -42,20 +43,14 @@ class Paced:
 
     replay: flows.Replay
     factor: float
-    scheme: bytes
-    host: str
-    port: int
-    path: bytes
+    target: Target
 
 
-class PacedReplay:
+class PacedReplay(OnLoopback):
     def __init__(self) -> None:
         #: Paced flows by id, from `request` until their answer's headers are in.
         self.flows: dict[str, Paced] = {}
-        self.server: asyncio.Server | None = None
-        self.port = 0
-        self._starting: asyncio.Future[None] | None = None
-        self._connections: set[asyncio.StreamWriter] = set()
+        self.loopback = Loopback(self._serve, PATH, host=HOST, limit=HEAD_LIMIT)
 
     def forward(
         self, flow: http.HTTPFlow, replay: flows.Replay, factor: float
@@ -75,42 +70,30 @@ class PacedReplay:
         """Never leaves the flow without an answer or a loopback target: a flow of a hit
         must not go on to the provider (replay mode forbids it)."""
         try:
-            if self._starting is None:
-                self._starting = asyncio.ensure_future(self._start())
-            await asyncio.shield(self._starting)
+            await self.loopback.start()  # the next paced hit tries again if it fails
         except BaseException as e:
             flow.response = flows.replay_response(replay, flow.request.http_version)
             if not isinstance(e, OSError):
                 raise
             logger.error("provider-cache: paced replay unavailable (%s): served unpaced", e)
-            self._starting = None  # the next paced hit tries again
             return
         self._point(flow, replay, factor)
 
-    async def _start(self) -> None:
-        self.server = await asyncio.start_server(self._serve, HOST, 0, limit=HEAD_LIMIT)
-        self.port = self.server.sockets[0].getsockname()[1]
-
     def _point(self, flow: http.HTTPFlow, replay: flows.Replay, factor: float) -> None:
         data = flow.request.data
-        self.flows[flow.id] = Paced(replay, factor, data.scheme, data.host, data.port, data.path)
         headers = flow.request.headers
         if data.content and "content-length" not in headers and "transfer-encoding" not in headers:
             # An HTTP/2 request need not say its length; mitmproxy would send its body to
             # the HTTP/1 server unframed, and the next request on the connection after it.
             headers["content-length"] = str(len(data.content))
-        # The data fields, not the properties: those would rewrite the Host header too.
-        data.scheme, data.host, data.port = b"http", HOST, self.port
-        data.path = (PATH + flow.id).encode()
+        self.flows[flow.id] = Paced(replay, factor, self.loopback.point(flow.id, data))
 
     def headers(self, flow: http.HTTPFlow) -> None:
         """The paced answer's headers are in: stream it, give the request its target back."""
         paced = self.flows.pop(flow.id, None)
         if paced is None or flow.response is None:
             return
-        data = flow.request.data
-        data.scheme, data.host, data.port = paced.scheme, paced.host, paced.port
-        data.path = paced.path
+        self.loopback.restore(flow.request.data, paced.target)
         flow.response.stream = True
         # Shown by mitmweb and kept by flow files; mitmproxy sends what the server streams.
         flow.response.data.content = paced.replay.body
@@ -120,29 +103,17 @@ class PacedReplay:
         paced = self.flows.pop(flow.id, None)
         if paced is None:
             return False
-        data = flow.request.data
-        data.scheme, data.host, data.port, data.path = (
-            paced.scheme,
-            paced.host,
-            paced.port,
-            paced.path,
-        )
+        self.loopback.restore(flow.request.data, paced.target)
         return True
 
     def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            self.server = None
-        for writer in list(self._connections):
-            writer.close()
-        self._connections.clear()
+        self.loopback.close()
         self.flows.clear()
 
     # -- the server ------------------------------------------------------------------
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """mitmproxy's connection: request after request (it keeps connections alive)."""
-        self._connections.add(writer)
         try:
             while head := await _read_head(reader):
                 flow_id = _flow_id(head)
@@ -156,9 +127,6 @@ class PacedReplay:
             pass  # not a request of mitmproxy's, or one cut short: the connection is dropped
         except ConnectionError:
             pass  # the client hung up mid-answer: mitmproxy closed its side
-        finally:
-            self._connections.discard(writer)
-            writer.close()
 
 
 async def _read_head(reader: asyncio.StreamReader) -> bytes:

@@ -4,10 +4,10 @@ mitmproxy's WebSocket layer relays every message, and the close, to a server con
 an addon that answers the handshake's 101 itself leaves it none, and mitmproxy's HTTP
 layer fails on the first message or the close (a KeyError on its connection table). So a
 replayed session is forwarded instead, as a paced hit is (mitm/pacedreplay.py), never to
-the provider: to this server, in the proxy's own process and event loop. It answers the
-handshake (wsproto computes `sec-websocket-accept` from the client's nonce), sends the
-take's opening messages, and then for each client message the server messages it
-releases (core/wsmatch.py), at their recorded pace under cache_replay_timing. A client
+the provider: to this server, in the proxy's own process and event loop (mitm/loopback.py).
+It answers the handshake (wsproto computes `sec-websocket-accept` from the client's nonce),
+sends the take's opening messages, and then for each client message the server messages
+it releases (core/wsmatch.py), at their recorded pace under cache_replay_timing. A client
 message that differs gets a close with DIVERGED_CODE and a reason naming its index.
 mitmproxy sees a real server: its messages, its close, its hooks, mitmweb's message list.
 
@@ -29,10 +29,11 @@ from wsproto import events as ws
 from provider_cache.core import wsmatch
 from provider_cache.core.pacing import due_times
 from provider_cache.core.wsrecords import Message
+from provider_cache.mitm.loopback import HOST as HOST  # where the player is, for its callers
+from provider_cache.mitm.loopback import Loopback, OnLoopback, Target
 
 logger = logging.getLogger(__name__)
 
-HOST = "127.0.0.1"
 #: The path a replayed session's handshake asks the server for, followed by the flow's id.
 PATH = "/provider-cache-websocket/"
 READ_SIZE = 1 << 16
@@ -47,62 +48,40 @@ class Plan:
     factor: float | None
     subprotocol: str | None
     headers: list[tuple[bytes, bytes]]
-    target: tuple[bytes, str, int, bytes]  # scheme, host, port, path
+    target: Target
     on_diverged: Callable[[wsmatch.Divergence], None]
     diverged: wsmatch.Divergence | None = None
 
 
-class Player:
+class Player(OnLoopback):
     def __init__(self) -> None:
         #: Plans by flow id, from the handshake until the session ends.
         self.plans: dict[str, Plan] = {}
-        self.server: asyncio.Server | None = None
-        self.port = 0
-        self._starting: asyncio.Future[None] | None = None
-        self._connections: set[asyncio.StreamWriter] = set()
+        self.loopback = Loopback(self._serve, PATH)
 
     async def start(self) -> None:
-        """Started once; an OSError for the caller (the session cannot be replayed)."""
-        if self.server is not None:
-            return
-        if self._starting is None:
-            self._starting = asyncio.ensure_future(self._start())
-        try:
-            await asyncio.shield(self._starting)
-        except BaseException:
-            self._starting = None  # the next session tries again
-            raise
-
-    async def _start(self) -> None:
-        self.server = await asyncio.start_server(self._serve, HOST, 0)
-        self.port = self.server.sockets[0].getsockname()[1]
+        """Started once; an OSError for the caller (the session cannot be replayed), and
+        the next session tries again."""
+        await self.loopback.start()
 
     def point(self, flow_id: str, data: RequestData, plan: Plan) -> None:
-        """Point the flow's request (its `data`) at this server: the data fields, not the
-        properties, which would rewrite the Host header."""
+        """Point the flow's request (its `data`) at this server (its target is in `plan`)."""
         self.plans[flow_id] = plan
-        data.scheme, data.host, data.port = b"http", HOST, self.port
-        data.path = (PATH + flow_id).encode()
+        self.loopback.point(flow_id, data)
 
     @staticmethod
     def restore(data: RequestData, plan: Plan) -> None:
         """The request's own target back (mitmweb, flow files and the console show it)."""
-        data.scheme, data.host, data.port, data.path = plan.target
+        Loopback.restore(data, plan.target)
 
     def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            self.server = None
-        for writer in list(self._connections):
-            writer.close()
-        self._connections.clear()
+        self.loopback.close()
         self.plans.clear()
 
     # -- the server ------------------------------------------------------------------
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """One session per connection (mitmproxy opens one per upgraded flow)."""
-        self._connections.add(writer)
         session = _Session(writer, self.plans)
         try:
             while not session.over:
@@ -114,9 +93,6 @@ class Player:
             pass  # mitmproxy hung up, or sent what no WebSocket client would: dropped
         except wsproto.utilities.RemoteProtocolError as e:
             logger.warning("provider-cache: replayed WebSocket session broken: %s", e)
-        finally:
-            self._connections.discard(writer)
-            writer.close()
 
 
 class _Session:
